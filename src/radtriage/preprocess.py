@@ -1,0 +1,156 @@
+"""The one preprocessing: a loaded radiograph in [0, 1] -> model input.
+
+Training, evaluation, the CLI, the dashboard and Grad-CAM all call :func:`preprocess` with the
+:class:`PreprocessConfig` stored in the model's metadata, so a model carries its own preprocessing.
+
+Order of operations (each step is a small function below):
+1. ``stretch_contrast``: optional robust percentile stretch, so DICOMs windowed by different
+   vendors and 8-bit PNGs land on a comparable grey scale.
+2. ``resize_square``: to ``size`` x ``size`` keeping the aspect ratio, either by centre-padding
+   with black ("pad", the default: nothing of the image is lost) or by centre-cropping ("crop").
+   Pillow's resampling is antialiased, which matters for 2,500 px -> 256 px.
+3. A trailing channel axis: output shape ``(size, size, 1)``, float32 in [0, 1].
+
+Anything else (intensity normalisation for the network) is a layer inside the model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+from PIL import Image
+
+PREPROCESS_VERSION = 1
+ResizePolicy = Literal["pad", "crop"]
+ContrastPolicy = Literal["none", "percentile"]
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """Parameters of the preprocessing, recorded in each model's metadata.
+
+    Attributes:
+        size: side of the square model input, in pixels.
+        resize: "pad" keeps the whole image and pads the short side with 0 (black);
+            "crop" centre-crops the long side.
+        contrast: "percentile" stretches [p_low, p_high] percentiles to [0, 1]; "none" keeps
+            the loader's windowing as it is.
+        p_low: lower percentile for "percentile", in [0, 100).
+        p_high: upper percentile for "percentile", in (p_low, 100].
+    """
+
+    size: int = 256
+    resize: ResizePolicy = "pad"
+    contrast: ContrastPolicy = "percentile"
+    p_low: float = 0.5
+    p_high: float = 99.5
+    version: int = PREPROCESS_VERSION
+
+    def __post_init__(self) -> None:
+        if not 16 <= self.size <= 2048:
+            raise ValueError(f"size must be in [16, 2048], got {self.size}")
+        if self.resize not in ("pad", "crop"):
+            raise ValueError(f"resize must be 'pad' or 'crop', got {self.resize!r}")
+        if self.contrast not in ("none", "percentile"):
+            raise ValueError(f"contrast must be 'none' or 'percentile', got {self.contrast!r}")
+        if not 0 <= self.p_low < self.p_high <= 100:
+            raise ValueError("need 0 <= p_low < p_high <= 100")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PreprocessConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown preprocessing parameters {sorted(unknown)}")
+        if d.get("version", PREPROCESS_VERSION) != PREPROCESS_VERSION:
+            raise ValueError(
+                f"model was made with preprocessing version {d['version']}, "
+                f"this code implements version {PREPROCESS_VERSION}"
+            )
+        return cls(**d)
+
+
+def stretch_contrast(image: np.ndarray, p_low: float = 0.5, p_high: float = 99.5) -> np.ndarray:
+    """Linearly map the [p_low, p_high] percentiles of ``image`` to [0, 1], clipping outside.
+
+    Args:
+        image: 2-D float array in [0, 1].
+        p_low: lower percentile.
+        p_high: upper percentile.
+
+    Returns:
+        float32 2-D array in [0, 1]. A flat image (no contrast) is returned unchanged.
+    """
+    # Subsample large images for the percentiles: same answer to ~1e-3, 20x faster on 2,500^2.
+    step = max(1, int(np.sqrt(image.size / 250_000)))
+    lo, hi = np.percentile(image[::step, ::step], [p_low, p_high])
+    if hi - lo < 1e-6:
+        return image.astype(np.float32, copy=False)
+    out = (image.astype(np.float32, copy=False) - np.float32(lo)) / np.float32(hi - lo)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def resize_square(image: np.ndarray, size: int, policy: ResizePolicy = "pad") -> np.ndarray:
+    """Resize a 2-D image to ``size`` x ``size`` keeping its aspect ratio.
+
+    Args:
+        image: 2-D float array in [0, 1], any shape.
+        size: output side in pixels.
+        policy: "pad" (centre the scaled image on black) or "crop" (centre-crop to square first).
+
+    Returns:
+        float32 array (size, size) in [0, 1].
+    """
+    h, w = image.shape
+    if policy == "crop":
+        side = min(h, w)
+        top, left = (h - side) // 2, (w - side) // 2
+        image = image[top : top + side, left : left + side]
+        h, w = side, side
+    scale = size / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
+    resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+    if (new_h, new_w) == (size, size):
+        out = resized
+    else:
+        out = np.zeros((size, size), dtype=np.float32)
+        top, left = (size - new_h) // 2, (size - new_w) // 2
+        out[top : top + new_h, left : left + new_w] = resized
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def preprocess(image: np.ndarray, config: PreprocessConfig) -> np.ndarray:
+    """Radiograph pixels -> model input.
+
+    Args:
+        image: 2-D float array in [0, 1] (as returned by ``radiograph.load``), any size.
+        config: the model's preprocessing parameters.
+
+    Returns:
+        float32 array (size, size, 1) in [0, 1].
+    """
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
+    if config.contrast == "percentile":
+        image = stretch_contrast(image, config.p_low, config.p_high)
+    return resize_square(image, config.size, config.resize)[..., None]
+
+
+def content_box(shape: tuple[int, int], config: PreprocessConfig) -> tuple[int, int, int, int]:
+    """Where the original image lies inside the model input: (top, left, height, width).
+
+    Lets Grad-CAM heatmaps be cut back to the image's own extent before overlaying them.
+    """
+    h, w = shape
+    if config.resize == "crop":
+        return 0, 0, config.size, config.size
+    scale = config.size / max(h, w)
+    new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
+    return (config.size - new_h) // 2, (config.size - new_w) // 2, new_h, new_w
