@@ -116,7 +116,8 @@ def resize_square(image: np.ndarray, size: int, policy: ResizePolicy = "pad") ->
     scale = size / max(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
     pil = Image.fromarray(np.ascontiguousarray(image, dtype=np.float32), mode="F")
-    resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
+    # np.array, not asarray: Pillow arrays are read-only and the clip below writes in place.
+    resized = np.array(pil.resize((new_w, new_h), Image.Resampling.BILINEAR), dtype=np.float32)
     if (new_h, new_w) == (size, size):
         out = resized
     else:
