@@ -1,0 +1,191 @@
+"""Grad-CAM heatmaps (Selvaraju et al. 2017), in the style of the keras-io example but built once.
+
+:class:`GradCam` wraps a trained model whose last convolutional feature layer is named
+``"gradcam_target"`` (and whose pre-sigmoid output layer is ``"logits"``). It builds, once:
+
+1. a functional model ``input -> (feature maps, logits, probabilities)`` sharing the model's layers;
+2. a ``tf.function`` with a fixed input signature: images ``(None, S, S, channels)`` float32 and a
+   scalar int32 class index passed as a *tensor*, so a new batch size or a new class never retraces.
+
+Per call the gradients are taken only w.r.t. the feature maps, so the backward pass runs through
+the head (pooling + dense) only, and Grad-CAM costs little more than a forward pass. Build the
+object once per model (e.g. in the dashboard's resource cache) and reuse it.
+
+Heatmaps are (N, S, S) float32 in [0, 1]. A map that is not finite, or constant (no localisation,
+e.g. zero gradients), is returned as zeros with ``degenerate=True`` rather than NaN or noise.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import matplotlib
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+from radtriage.preprocess import PreprocessConfig, content_box
+
+TARGET_LAYER = "gradcam_target"
+LOGITS_LAYER = "logits"
+DEGENERATE_EPS = 1e-8  # max - min of a raw map below this = constant map
+
+
+@dataclass(frozen=True)
+class GradCamResult:
+    """Output of :class:`GradCam`.
+
+    Attributes:
+        probs: (N, C) float32 model probabilities in [0, 1] (identical to ``model(x)``).
+        heatmaps: (N, S, S) float32 in [0, 1]; all zeros where ``degenerate``.
+        degenerate: (N,) bool; True where the raw map was non-finite or constant. A constant map is
+            common for an image with no positive evidence for the class (all weighted activations
+            <= 0 after ReLU): show "no evidence to localise", not an error.
+    """
+
+    probs: np.ndarray
+    heatmaps: np.ndarray
+    degenerate: np.ndarray
+
+    def __iter__(self):  # allows ``probs, heatmaps, degenerate = gradcam(x, c)``
+        return iter((self.probs, self.heatmaps, self.degenerate))
+
+
+class GradCam:
+    """Grad-CAM for one class at a time over a batch of preprocessed images.
+
+    Args:
+        model: a Keras functional model with a layer ``layer_name`` (4-D feature maps) and,
+            ideally, a ``"logits"`` layer feeding its sigmoid output.
+        layer_name: the feature layer to explain.
+        use_logits: differentiate the class logit (recommended: the sigmoid saturates); falls back
+            to the probability when the model has no ``"logits"`` layer (``self.target`` tells which).
+
+    Call with ``x`` (N, S, S, channels) float32 in [0, 1] and a class index in [0, C).
+    """
+
+    def __init__(self, model: keras.Model, layer_name: str = TARGET_LAYER, use_logits: bool = True) -> None:
+        try:
+            features = model.get_layer(layer_name).output
+        except ValueError:
+            raise ValueError(f"model has no layer named {layer_name!r} to explain") from None
+        if len(features.shape) != 4:
+            raise ValueError(f"layer {layer_name!r} must output 4-D feature maps, got {features.shape}")
+        names = {layer.name for layer in model.layers}
+        self.target = "logits" if use_logits and LOGITS_LAYER in names else "probabilities"
+        score = model.get_layer(LOGITS_LAYER).output if self.target == "logits" else model.output
+        self.model = model
+        self._multi = keras.Model(model.inputs, [features, score, model.output], name="gradcam_multi")
+        self.input_shape = tuple(model.input_shape[1:])
+        self.n_classes = int(model.output.shape[-1])
+        signature = [
+            tf.TensorSpec((None, *self.input_shape), tf.float32),
+            tf.TensorSpec((), tf.int32),
+        ]
+        self._fn = tf.function(self._compute, input_signature=signature)
+
+    @property
+    def tracing_count(self) -> int:
+        """How many times the graph was traced (stays 1 across classes and batch sizes)."""
+        return int(self._fn.experimental_get_tracing_count())
+
+    def _compute(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        with tf.GradientTape() as tape:
+            features, score, probs = self._multi(x, training=False)
+            # images are independent at inference, so d(sum)/d(features) holds each image's gradient
+            target = tf.reduce_sum(tf.gather(score, class_index, axis=1))
+        grads = tape.gradient(target, features)
+        weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (N, 1, 1, K)
+        cam = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1, keepdims=True))
+        cam = tf.image.resize(cam, tf.shape(x)[1:3], method="bilinear")[..., 0]
+        lo = tf.reduce_min(cam, axis=(1, 2), keepdims=True)
+        hi = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
+        finite = tf.reduce_all(tf.math.is_finite(cam), axis=(1, 2))
+        flat = tf.reshape(hi - lo, [-1]) < DEGENERATE_EPS
+        degenerate = tf.logical_or(tf.logical_not(finite), flat)
+        cam = tf.math.divide_no_nan(cam - lo, hi - lo)
+        cam = tf.where(degenerate[:, None, None], tf.zeros_like(cam), cam)
+        return probs, tf.clip_by_value(cam, 0.0, 1.0), degenerate
+
+    def __call__(self, x: np.ndarray, class_index: int) -> GradCamResult:
+        """Probabilities and the Grad-CAM heatmap of class ``class_index`` for each image.
+
+        Args:
+            x: (N, S, S, channels) float32 in [0, 1], preprocessed as the model's metadata says.
+            class_index: output index in [0, C).
+
+        Returns:
+            :class:`GradCamResult` (probs (N, C), heatmaps (N, S, S) in [0, 1], degenerate (N,)).
+        """
+        x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        if not 0 <= int(class_index) < self.n_classes:
+            raise ValueError(f"class index {class_index} is outside [0, {self.n_classes})")
+        probs, cams, degenerate = self._fn(tf.constant(x), tf.constant(int(class_index), tf.int32))
+        return GradCamResult(probs.numpy(), cams.numpy(), degenerate.numpy())
+
+
+def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
+    """Blend a heatmap, coloured by a matplotlib colormap, over a grayscale image.
+
+    Args:
+        image: (H, W) float in [0, 1].
+        heatmap: (H, W) float in [0, 1], same shape as ``image``.
+        alpha: heatmap weight in [0, 1].
+        cmap: matplotlib colormap name.
+
+    Returns:
+        (H, W, 3) uint8 RGB.
+    """
+    if image.shape != heatmap.shape or image.ndim != 2:
+        raise ValueError(f"image {image.shape} and heatmap {heatmap.shape} must be the same 2-D shape")
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    colour = matplotlib.colormaps[cmap](np.clip(heatmap, 0, 1))[..., :3]
+    grey = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1)
+    return np.round(255 * ((1 - alpha) * grey + alpha * colour)).astype(np.uint8)
+
+
+def _resize(a: np.ndarray, height: int, width: int) -> np.ndarray:
+    pil = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
+    out = np.array(pil.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+def crop_to_content(
+    heatmap: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """Cut the padding off a model-input-sized heatmap and optionally resize it.
+
+    Args:
+        heatmap: (S, S) in [0, 1].
+        box: (top, left, height, width) from :func:`radtriage.preprocess.content_box`.
+        size: (H, W) to resize to (the original image's shape); None keeps the crop's size.
+
+    Returns:
+        float32 (height, width) or (H, W), in [0, 1].
+    """
+    top, left, h, w = box
+    crop = heatmap[top : top + h, left : left + w]
+    return crop.astype(np.float32) if size is None else _resize(crop, *size)
+
+
+def heatmap_for_original(heatmap: np.ndarray, shape: tuple[int, int], config: PreprocessConfig) -> np.ndarray:
+    """Map a model-input heatmap back onto the original image of ``shape`` (H, W).
+
+    "pad": the padding is cut off and the rest resized to (H, W). "crop": the model saw only the
+    centre square of side min(H, W); the heatmap is resized onto it and is zero outside.
+
+    Returns:
+        float32 (H, W) in [0, 1], ready for :func:`overlay` with the original pixels.
+    """
+    h, w = shape
+    if config.resize == "pad":
+        return crop_to_content(heatmap, content_box(shape, config), (h, w))
+    side = min(h, w)
+    out = np.zeros((h, w), dtype=np.float32)
+    top, left = (h - side) // 2, (w - side) // 2
+    out[top : top + side, left : left + side] = _resize(heatmap, side, side)
+    return out

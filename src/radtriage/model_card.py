@@ -1,0 +1,264 @@
+"""Markdown model card written from a model's metadata alone: every figure comes from metadata.
+
+Metadata keys read (all optional except ``classes``; missing ones are reported as "not recorded"):
+
+- ``name``, ``task`` ("chest" | "mura"), ``version``, ``created``, ``architecture``: identity.
+- ``classes``: output names, in order. ``provenance``: class -> provenance string (dict, or list
+  in class order) using ``labels.PROVENANCE_*``.
+- ``thresholds`` (dict class -> value or list), ``threshold_rule`` (sentence),
+  ``temperature`` (dict or list, per class).
+- ``preprocess``: the ``PreprocessConfig`` dict.
+- ``training``: dict; ``data`` (str or list of str: what it was trained on), ``splits`` (str),
+  ``phantom_only`` (bool: trained on synthetic phantoms only), other keys listed as they are.
+- ``metrics``: one :func:`radtriage.evaluation.evaluate` dict (it has ``split``), or a dict of
+  them keyed by role (``{"validation": {...}, "test": {...}}``); a dict with ``study_level``
+  (from :func:`radtriage.evaluation.evaluate_mura`) is rendered as a MURA study table.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from radtriage.labels import PROVENANCE_NONE, PROVENANCE_SYNTHETIC
+
+INTENDED_USE = (
+    "A second reader for research, not a medical device. It must not be used to diagnose, "
+    "triage or treat patients; every output needs review by a qualified reader."
+)
+NA = "n/a"
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    return NA if value is None else f"{float(value):.{digits}f}"
+
+
+def _with_ci(value: Any, lo: Any, hi: Any, digits: int = 3) -> str:
+    if value is None:
+        return NA
+    if lo is None or hi is None:
+        return _num(value, digits)
+    return f"{_num(value, digits)} [{_num(lo, digits)}, {_num(hi, digits)}]"
+
+
+def _per_class(value: Any, classes: Sequence[str]) -> dict[str, Any]:
+    """Dict or class-ordered list -> dict class -> value (missing classes absent)."""
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return dict(zip(classes, value))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c).replace("|", "/") for c in row) + " |" for row in rows]
+    return lines
+
+
+def _metric_sets(metrics: Any) -> list[tuple[str, dict[str, Any]]]:
+    """(role, metrics dict) pairs from either one evaluate() dict or a dict of them."""
+    if not isinstance(metrics, Mapping) or not metrics:
+        return []
+    if "split" in metrics:
+        return [("evaluation", dict(metrics))]
+    return [(str(role), dict(m)) for role, m in metrics.items() if isinstance(m, Mapping)]
+
+
+def _identity(meta: Mapping[str, Any]) -> list[str]:
+    name = meta.get("name", "unnamed model")
+    lines = [f"# Model card: {name}", ""]
+    for key in ("task", "version", "created", "architecture"):
+        if key in meta:
+            lines.append(f"- **{key.capitalize()}**: {meta[key]}")
+    lines.append(f"- **Outputs**: {len(meta['classes'])} sigmoid probabilities ({', '.join(meta['classes'])})")
+    return lines + ["", "## Intended use", "", INTENDED_USE, ""]
+
+
+def _data(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    training = meta.get("training") or {}
+    lines = ["## Data and splits", ""]
+    data = training.get("data")
+    if isinstance(data, (list, tuple)):
+        lines += ["- **Training data**:"] + [f"  - {d}" for d in data]
+    else:
+        lines.append(f"- **Training data**: {data or 'not recorded'}")
+    lines.append(f"- **Splits**: {training.get('splits', 'not recorded')}")
+    for key, value in training.items():
+        if key not in ("data", "splits", "phantom_only"):
+            lines.append(f"- **{key.replace('_', ' ').capitalize()}**: {value}")
+    for role, m in sets:
+        lines.append(f"- **Metrics split ({role})**: {m.get('split', 'not stated')}")
+    preprocess = meta.get("preprocess")
+    if preprocess:
+        lines.append("- **Preprocessing**: " + ", ".join(f"{k}={v}" for k, v in preprocess.items()))
+    return lines + [""]
+
+
+def _class_rows(meta: Mapping[str, Any], m: Mapping[str, Any]) -> list[list[str]]:
+    classes = meta["classes"]
+    provenance = _per_class(meta.get("provenance"), classes)
+    rows = []
+    for r in m.get("per_class", []):
+        name = r["class"]
+        rows.append(
+            [
+                name,
+                provenance.get(name, "not recorded"),
+                str(r.get("n", NA)),
+                _num(r.get("prevalence"), 3),
+                _with_ci(r.get("auroc"), r.get("auroc_lo"), r.get("auroc_hi")),
+                _with_ci(r.get("ap"), r.get("ap_lo"), r.get("ap_hi")),
+                _num(r.get("threshold")),
+                _with_ci(r.get("sensitivity"), r.get("sensitivity_lo"), r.get("sensitivity_hi"), 2),
+                _with_ci(r.get("specificity"), r.get("specificity_lo"), r.get("specificity_hi"), 2),
+                r.get("note") or "",
+            ]
+        )
+    return rows
+
+
+def _performance(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = ["## Performance", ""]
+    if not sets:
+        return lines + ["No held-out metrics are recorded for this model.", ""]
+    header = ["Class", "Provenance", "n", "Prevalence", "AUROC [95% CI]", "AP [95% CI]",
+              "Threshold", "Sensitivity [95% CI]", "Specificity [95% CI]", "Note"]
+    for role, m in sets:
+        lines += [f"### {role.capitalize()}: {m.get('split', 'split not stated')}", ""]
+        if "per_class" in m:
+            n_images = m.get("n_images")
+            if n_images is not None:
+                lines += [f"{n_images} images.", ""]
+            lines += _table(header, _class_rows(meta, m)) + [""]
+            macro = m.get("macro_auroc") or {}
+            lines.append(
+                f"**Macro AUROC** over {macro.get('n_classes', NA)} classes with a defined AUROC: "
+                f"{_with_ci(macro.get('auroc'), macro.get('lo'), macro.get('hi'))}"
+            )
+            boot = m.get("bootstrap") or {}
+            if boot:
+                lines.append(
+                    f"Intervals: {boot.get('method', '')} bootstrap, {boot.get('n_boot', NA)} resamples "
+                    f"(seed {boot.get('seed', NA)}); sensitivity/specificity: Wilson intervals."
+                )
+            rule = (m.get("thresholds") or {}).get("rule")
+            if rule:
+                lines.append(f"Thresholds: {rule}.")
+            lines.append("")
+        if "study_level" in m:
+            lines += _mura_section(m)
+    return lines
+
+
+def _mura_section(m: Mapping[str, Any]) -> list[str]:
+    lines = [f"Study verdict: {m.get('rule', 'rule not stated')}.", ""]
+    rows = [
+        [r["group"], str(r["n"]), str(r.get("n_pos", NA)), _num(r.get("accuracy")), _num(r.get("auroc")),
+         _num(r.get("kappa")), r.get("note") or ""]
+        for r in m["study_level"]
+    ]
+    return lines + _table(["Group", "Studies", "Abnormal", "Accuracy", "AUROC", "Cohen's kappa", "Note"], rows) + [""]
+
+
+def _calibration(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    lines = ["## Calibration", ""]
+    temps = _per_class(meta.get("temperature"), meta["classes"])
+    if temps:
+        lines.append("Per-class temperature scaling, p = sigmoid(logit / T), fitted on the validation split:")
+        lines += [""] + _table(["Class", "T"], [[c, _num(t, 2)] for c, t in temps.items()]) + [""]
+    else:
+        lines += ["No temperature scaling is recorded.", ""]
+    for role, m in sets:
+        cal = m.get("calibration") or {}
+        if cal:
+            lines.append(
+                f"- {role.capitalize()}: expected calibration error ({cal.get('n_bins', NA)} bins, all labelled "
+                f"outputs pooled) before {_num(cal.get('ece_before'))}, after {_num(cal.get('ece_after'))}."
+            )
+    return lines + [""]
+
+
+def _plots(plots: Mapping[str, str | Path] | None, out_dir: Path) -> list[str]:
+    if not plots:
+        return []
+    lines = ["## Plots", ""]
+    for title, path in plots.items():
+        rel = Path(os.path.relpath(Path(path).resolve(), out_dir.resolve())).as_posix()
+        lines += [f"![{title}]({rel})", ""]
+    return lines
+
+
+def _limits(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    classes = meta["classes"]
+    provenance = _per_class(meta.get("provenance"), classes)
+    synthetic = [c for c in classes if provenance.get(c) == PROVENANCE_SYNTHETIC]
+    untrained = [c for c in classes if provenance.get(c) == PROVENANCE_NONE]
+    unknown = [c for c in classes if c not in provenance]
+    lines = ["## Limitations", ""]
+    training = meta.get("training") or {}
+    if training.get("phantom_only") or meta.get("phantom_only"):
+        lines.append(
+            "- **Trained on synthetic phantom radiographs only.** No real radiograph with this task's "
+            "labels was used in training; its outputs on real images are not validated and must not be "
+            "read as findings."
+        )
+    if synthetic:
+        lines.append(
+            f"- **Synthetic only** (learned from phantoms, never from real labels): {', '.join(synthetic)}. "
+            "Outputs for these classes are demonstrations, not evidence."
+        )
+    if untrained:
+        lines.append(f"- **No training signal** (provenance \"none\"): {', '.join(untrained)}. Outputs are meaningless.")
+    if unknown:
+        lines.append(f"- Provenance not recorded for: {', '.join(unknown)}.")
+    for role, m in sets:
+        undefined = [r["class"] for r in m.get("per_class", []) if r.get("auroc") is None]
+        if undefined:
+            lines.append(
+                f"- Not evaluable on the {role} split (no positive or no negative labels): {', '.join(undefined)}."
+            )
+    lines += [
+        "- Thresholds and calibration were fitted on a small validation split; prevalences there differ "
+        "from clinical practice, so predictive values do not transfer.",
+        "- Grad-CAM heatmaps show where the network's evidence lies, not where a lesion is.",
+        "",
+    ]
+    return lines
+
+
+def model_card_markdown(metadata: Mapping[str, Any], plots: Mapping[str, str | Path] | None = None,
+                        out_dir: str | Path = ".") -> str:
+    """The model card as a Markdown string; ``plots`` paths are made relative to ``out_dir``."""
+    if "classes" not in metadata:
+        raise ValueError("metadata has no 'classes': cannot describe the model's outputs")
+    sets = _metric_sets(metadata.get("metrics"))
+    sections = (
+        _identity(metadata)
+        + _data(metadata, sets)
+        + _performance(metadata, sets)
+        + _calibration(metadata, sets)
+        + _plots(plots, Path(out_dir))
+        + _limits(metadata, sets)
+    )
+    return "\n".join(sections)
+
+
+def write_model_card(metadata: Mapping[str, Any], out_path: str | Path,
+                     plots: Mapping[str, str | Path] | None = None) -> Path:
+    """Write the Markdown model card of ``metadata`` to ``out_path``.
+
+    Args:
+        metadata: the model's metadata dict (see the module docstring for the keys read).
+        out_path: the .md file to write (its folder is created).
+        plots: title -> PNG path, embedded by a path relative to the card.
+
+    Returns:
+        the written path.
+    """
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(model_card_markdown(metadata, plots, out_path.parent), encoding="utf-8")
+    return out_path
