@@ -1,0 +1,183 @@
+"""Model builders: FLAT functional Keras models for (S, S, 1) radiographs in [0, 1].
+
+Every builder returns one ``keras.Model`` whose layers are plain layers (no nested sub-model), so
+Grad-CAM can tap any layer without "Graph disconnected" errors, and the model saves to one ``.h5``.
+Shared layout, by layer name::
+
+    "image" Input (S, S, 1) in [0, 1]
+      -> "normalize" Rescaling to roughly zero mean, unit spread (part of the model, not of the data)
+      -> architecture-specific body
+      -> "gradcam_target" (last 4-D feature map, after its activation)
+      -> "pool" GlobalAveragePooling2D -> "dropout"
+      -> "logits" Dense(n_outputs)            pre-sigmoid scores (temperature scaling, Grad-CAM)
+      -> "probabilities" Activation(sigmoid)  (N, n_outputs) in [0, 1]: 14 chest findings or 1 MURA
+
+Weights are always random (no download): ``weights=None``.
+
+Registry: :func:`build_model` (``"small_cnn"``, ``"densenet"``, ``"efficientnet_b0"``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import keras
+from keras import layers
+
+GRADCAM_LAYER = "gradcam_target"
+LOGITS_LAYER = "logits"
+OUTPUT_LAYER = "probabilities"
+INPUT_MEAN = 0.5  # [0, 1] radiographs -> about [-2, 2] after "normalize"
+INPUT_STD = 0.25
+
+
+def _stem(input_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """Input and the in-model normalisation ``(x - 0.5) / 0.25``."""
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = layers.Rescaling(1.0 / INPUT_STD, offset=-INPUT_MEAN / INPUT_STD, name="normalize")(inputs)
+    return inputs, x
+
+
+def _head(inputs: keras.KerasTensor, features: keras.KerasTensor, n_outputs: int, dropout: float,
+          name: str) -> keras.Model:
+    """Features (already named ``gradcam_target``) -> pooled -> logits -> sigmoid probabilities."""
+    x = layers.GlobalAveragePooling2D(name="pool")(features)
+    x = layers.Dropout(dropout, name="dropout")(x)
+    logits = layers.Dense(n_outputs, name=LOGITS_LAYER)(x)
+    probs = layers.Activation("sigmoid", name=OUTPUT_LAYER, dtype="float32")(logits)
+    return keras.Model(inputs, probs, name=name)
+
+
+def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str, kernel: int = 3,
+                  strides: int = 1) -> keras.KerasTensor:
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    return layers.Activation("relu", name=name)(x)
+
+
+def small_cnn(input_size: int, n_outputs: int, width: int = 32, depth: int = 4, dropout: float = 0.3) -> keras.Model:
+    """A small VGG-like baseline: ``depth`` blocks of 2 x (Conv3x3-BN-ReLU) + max-pool, width doubling.
+
+    Args:
+        input_size: S; must be divisible by ``2**(depth-1)``.
+        n_outputs: number of sigmoid outputs (14 chest, 1 MURA).
+        width: filters of the first block (doubles per block, capped at 8x).
+        depth: number of blocks (the last one is not pooled, it is the Grad-CAM target).
+        dropout: dropout rate before the logits, in [0, 1).
+
+    Returns:
+        Flat model (N, S, S, 1) in [0, 1] -> (N, n_outputs) in [0, 1].
+    """
+    if input_size % 2 ** (depth - 1):
+        raise ValueError(f"input_size {input_size} must be divisible by 2**(depth-1) = {2 ** (depth - 1)}")
+    inputs, x = _stem(input_size)
+    for b in range(depth):
+        filters = width * 2 ** min(b, 3)
+        x = _conv_bn_relu(x, filters, f"block{b + 1}_a")
+        last = b == depth - 1
+        x = _conv_bn_relu(x, filters, GRADCAM_LAYER if last else f"block{b + 1}_b")
+        if not last:
+            x = layers.MaxPooling2D(name=f"block{b + 1}_pool")(x)
+    return _head(inputs, x, n_outputs, dropout, "small_cnn")
+
+
+def _dense_block(x: keras.KerasTensor, n_layers: int, growth: int, name: str) -> keras.KerasTensor:
+    """DenseNet block: each BN-ReLU-Conv1x1(4k)-BN-ReLU-Conv3x3(k) output is concatenated to its input."""
+    for i in range(n_layers):
+        p = f"{name}_l{i + 1}"
+        y = layers.BatchNormalization(name=f"{p}_bn1")(x)
+        y = layers.Activation("relu", name=f"{p}_relu1")(y)
+        y = layers.Conv2D(4 * growth, 1, use_bias=False, name=f"{p}_conv1")(y)
+        y = layers.BatchNormalization(name=f"{p}_bn2")(y)
+        y = layers.Activation("relu", name=f"{p}_relu2")(y)
+        y = layers.Conv2D(growth, 3, padding="same", use_bias=False, name=f"{p}_conv2")(y)
+        x = layers.Concatenate(name=f"{p}_concat")([x, y])
+    return x
+
+
+def _transition(x: keras.KerasTensor, compression: float, name: str) -> keras.KerasTensor:
+    """BN-ReLU-Conv1x1 (channels x compression) then 2x2 average pooling."""
+    channels = int(int(x.shape[-1]) * compression)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    x = layers.Conv2D(channels, 1, use_bias=False, name=f"{name}_conv")(x)
+    return layers.AveragePooling2D(2, name=f"{name}_pool")(x)
+
+
+def densenet(input_size: int, n_outputs: int, blocks: tuple[int, ...] = (6, 12, 24, 16), growth: int = 32,
+             width: int = 64, compression: float = 0.5, dropout: float = 0.2) -> keras.Model:
+    """DenseNet-BC (Huang et al. 2017) from scratch; the defaults are DenseNet-121.
+
+    Args:
+        input_size: S; the stem divides it by 4 and each transition by 2 again.
+        n_outputs: number of sigmoid outputs.
+        blocks: layers per dense block, e.g. (6, 12, 24, 16) for DenseNet-121, (2, 2) for a toy.
+        growth: channels each dense layer adds (k).
+        width: stem filters.
+        compression: channel factor of each transition, in (0, 1].
+        dropout: dropout rate before the logits.
+
+    Returns:
+        Flat model (N, S, S, 1) in [0, 1] -> (N, n_outputs) in [0, 1].
+    """
+    if input_size % 2 ** (len(blocks) + 1):
+        raise ValueError(f"input_size {input_size} must be divisible by {2 ** (len(blocks) + 1)}")
+    inputs, x = _stem(input_size)
+    x = _conv_bn_relu(x, width, "stem", kernel=7, strides=2)
+    x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for b, n_layers in enumerate(blocks):
+        x = _dense_block(x, n_layers, growth, f"dense{b + 1}")
+        if b < len(blocks) - 1:
+            x = _transition(x, compression, f"transition{b + 1}")
+    x = layers.BatchNormalization(name="final_bn")(x)
+    x = layers.Activation("relu", name=GRADCAM_LAYER)(x)
+    return _head(inputs, x, n_outputs, dropout, "densenet")
+
+
+def efficientnet_b0(input_size: int, n_outputs: int, dropout: float = 0.2) -> keras.Model:
+    """EfficientNet-B0 body of ``keras.applications`` (random weights) with the shared head.
+
+    The application is built on our input tensor, then its layers are re-used by a new functional
+    model, which is flat. Its own stem (``Rescaling(1/255)``, an un-adapted = identity
+    ``Normalization``) is fed ``255 * normalized`` so it passes our normalisation through unchanged.
+
+    Args:
+        input_size: S >= 32.
+        n_outputs: number of sigmoid outputs.
+        dropout: dropout rate before the logits.
+    """
+    inputs, x = _stem(input_size)
+    x = layers.Rescaling(255.0, name="to_255")(x)
+    body = keras.applications.EfficientNetB0(include_top=False, weights=None, input_tensor=x)
+    features = layers.Activation("linear", name=GRADCAM_LAYER)(body.output)  # "top_activation" renamed
+    return _head(inputs, features, n_outputs, dropout, "efficientnet_b0")
+
+
+ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
+    "small_cnn": small_cnn,
+    "densenet": densenet,
+    "efficientnet_b0": efficientnet_b0,
+}
+
+
+def build_model(name: str, input_size: int, n_outputs: int, **kwargs: Any) -> keras.Model:
+    """Build a registered architecture.
+
+    Args:
+        name: a key of :data:`ARCHITECTURES`.
+        input_size: S of the (S, S, 1) input (= ``PreprocessConfig.size``).
+        n_outputs: number of sigmoid outputs.
+        **kwargs: the builder's own parameters (width, depth, blocks, growth, dropout, ...).
+
+    Returns:
+        A flat model with layers ``"gradcam_target"``, ``"logits"`` and ``"probabilities"``.
+    """
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[name](input_size, n_outputs, **kwargs)
+
+
+def is_flat(model: keras.Model) -> bool:
+    """True when no layer of ``model`` is itself a model (Grad-CAM and .h5 need this)."""
+    return not any(isinstance(layer, keras.Model) for layer in model.layers)

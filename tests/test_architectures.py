@@ -1,0 +1,84 @@
+"""Architectures: flat models, the shared layer names, shapes, in-model normalisation."""
+
+from __future__ import annotations
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+
+from radtriage.architectures import ARCHITECTURES, build_model, is_flat
+
+SIZE = 64
+TINY_KWARGS = {
+    "small_cnn": {"width": 8, "depth": 3},
+    "densenet": {"blocks": (2, 2), "growth": 8, "width": 16},
+    "efficientnet_b0": {},
+}
+
+
+@functools.cache
+def tiny(name: str) -> keras.Model:
+    return build_model(name, SIZE, 5, **TINY_KWARGS[name])
+
+
+@pytest.fixture(params=sorted(ARCHITECTURES))
+def built(request: pytest.FixtureRequest) -> tuple[str, keras.Model]:
+    return request.param, tiny(request.param)
+
+
+def test_every_registered_architecture_has_tiny_test_parameters() -> None:
+    assert set(TINY_KWARGS) == set(ARCHITECTURES)
+
+
+def test_model_is_flat_with_the_shared_layer_names(built: tuple[str, keras.Model]) -> None:
+    name, model = built
+    assert is_flat(model), f"{name} nests a sub-model"
+    assert not any(isinstance(layer, keras.Model) for layer in model.layers)
+    assert model.input_shape == (None, SIZE, SIZE, 1)
+    assert len(model.get_layer("gradcam_target").output.shape) == 4
+    assert isinstance(model.get_layer("logits"), keras.layers.Dense)
+    assert model.get_layer("logits").units == 5
+    assert model.layers[-1].name == "probabilities"
+
+
+def test_output_is_sigmoid_of_logits(built: tuple[str, keras.Model]) -> None:
+    _, model = built
+    x = np.random.default_rng(0).random((3, SIZE, SIZE, 1)).astype(np.float32)
+    both = keras.Model(model.input, [model.get_layer("logits").output, model.output])
+    logits, probs = (t.numpy() for t in both(x))
+    assert probs.shape == (3, 5)
+    np.testing.assert_allclose(probs, 1 / (1 + np.exp(-logits)), atol=1e-6)
+
+
+def test_normalisation_is_inside_the_model(built: tuple[str, keras.Model]) -> None:
+    _, model = built
+    sub = keras.Model(model.input, model.get_layer("normalize").output)
+    out = sub(np.full((1, SIZE, SIZE, 1), 0.5, np.float32)).numpy()
+    np.testing.assert_allclose(out, 0.0, atol=1e-6)
+    out1 = sub(np.ones((1, SIZE, SIZE, 1), np.float32)).numpy()
+    np.testing.assert_allclose(out1, 2.0, atol=1e-6)
+
+
+def test_efficientnet_stem_passes_our_normalisation_through_unchanged() -> None:
+    model = tiny("efficientnet_b0")
+    x = np.random.default_rng(1).random((2, SIZE, SIZE, 1)).astype(np.float32)
+    stem_in = keras.Model(model.input, [model.get_layer("normalize").output, model.get_layer("stem_conv_pad").input])
+    ours, theirs = (t.numpy() for t in stem_in(x))
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
+
+
+def test_densenet_defaults_are_densenet121() -> None:
+    model = build_model("densenet", SIZE, 14)
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) + 1 == 121  # 120 convolutions + the classifier
+    assert model.get_layer("gradcam_target").output.shape[-1] == 1024
+    assert is_flat(model)
+
+
+def test_bad_names_and_sizes_raise() -> None:
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("resnet9000", SIZE, 1)
+    with pytest.raises(ValueError, match="divisible"):
+        build_model("small_cnn", 36, 1, depth=4)
