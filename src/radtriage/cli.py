@@ -1,0 +1,505 @@
+"""Command line: ``radtriage prepare | train | evaluate | predict`` (also ``python -m radtriage``).
+
+Heavy modules (TensorFlow, the recipes) are imported inside the commands, so ``--help`` is instant.
+Patient identifiers are never printed: the loader's messages quote no DICOM value, and results
+hold file names, probabilities and flags only.
+
+Exit codes: 0 success (``predict``: at least one file predicted), 1 nothing could be done (no file
+predicted, a dataset folder without its layout), 2 usage errors (bad arguments, unusable model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from radtriage.labels import MURA_STUDY_TYPES
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+IMAGE_SUFFIXES = frozenset({".dcm", ".dicom", ".png", ".jpg", ".jpeg"})
+MURA_STUDY_DIR = re.compile(r"^study\d+(_(positive|negative))?$")
+PREDICT_BATCH = 32
+KINDS = ("vinbigdata", "nih", "mura", "phantom_chest")
+
+DESCRIPTION = """\
+radtriage: radiograph triage models (chest: 14 VinBigData findings; upper limb: MURA normal/abnormal).
+Research use only - not a medical device.
+
+  prepare   preprocess a dataset once into a cache of model-sized arrays
+  train     train, evaluate and save a model (model.h5, metadata.json, MODEL_CARD.md)
+  evaluate  measure a saved model on a dataset (metrics JSON, ROC/reliability plots, model card)
+  predict   run a model on image files or folders and write a CSV or JSON table
+
+Run 'radtriage <command> --help' for the options of a command."""
+
+DATA_HELP = """dataset kinds and the folder each expects:
+  vinbigdata     folder with train.csv (or train.csv.gz) and train/<image_id>.dicom
+  nih            folder with labels.csv and images/ (NIH ChestX-ray14 sample)
+  mura           folder holding MURA-v1.1/ (or MURA-v1.1 itself)
+  phantom_chest  folder where synthetic chest phantoms are rendered (config files only)"""
+
+
+class CliError(Exception):
+    """A problem to report in one sentence with an exit code (no traceback)."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ------------------------------------------------------------------------------------ parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="radtriage", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,evaluate,predict}")
+    _prepare_parser(sub)
+    _train_parser(sub)
+    _evaluate_parser(sub)
+    _predict_parser(sub)
+    return parser
+
+
+def _common_data(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=KINDS[:3], help="dataset layout (see below)")
+    p.add_argument("root", help="the dataset's folder")
+    p.add_argument("--policy", default="majority", choices=("any", "majority", "soft"),
+                   help="VinBigData: how the 3 readers' votes make a label (default: majority, >= 2 of 3)")
+    p.add_argument("--synthetic", action="store_true",
+                   help="the folder holds phantoms written in the real layout (labels count as synthetic)")
+    p.add_argument("--cache", default="runs/cache", help="cache folder of preprocessed images (default: runs/cache)")
+    p.add_argument("--workers", type=int, default=2, help="processes for loading images (default: 2)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _prepare_parser(sub: Any) -> None:
+    p = sub.add_parser("prepare", help="preprocess a dataset into the cache", epilog=DATA_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Load every image of a dataset once, preprocess it to the model input size and "
+                                   "store it in the cache (resumable: cached images are skipped). Images that "
+                                   "cannot be read are listed in <cache>/<hash>/failures.csv.")
+    _common_data(p)
+    p.add_argument("--size", type=int, default=256, help="model input side in pixels (default: 256)")
+    p.add_argument("--resize", default="pad", choices=("pad", "crop"),
+                   help="keep the whole image and pad to square (default), or centre-crop")
+    p.add_argument("--contrast", default="percentile", choices=("percentile", "none"),
+                   help="robust 0.5-99.5 percentile contrast stretch (default) or none")
+    p.add_argument("--split", default="all", choices=("all", "train", "valid"),
+                   help="MURA: which of its splits to prepare (default: both)")
+
+
+def _train_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "train", help="train, evaluate and save a model", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train a model end to end: dataset -> cache -> training -> thresholds and temperature on "
+                    "validation -> held-out metrics with 95% bootstrap intervals -> model folder with model.h5, "
+                    "metadata.json, MODEL_CARD.md, plots and reference predictions.\n\n"
+                    "Start from a config file:  radtriage train --task mura --print-config > run.json\n"
+                    "edit it, then:             radtriage train --config run.json\n"
+                    "Flags given together with --config override the file's values.",
+        epilog=DATA_HELP + "\n\nexample:\n  radtriage train --task chest --data vinbigdata:/data/vinbigdata "
+                           "--data nih:../shared/data/nih-cxr-sample --epochs 20 --model-dir model/chest")
+    p.add_argument("--config", help="run config JSON (from --print-config)")
+    p.add_argument("--print-config", action="store_true", help="print the config (defaults + flags) as JSON and exit")
+    p.add_argument("--task", choices=("chest", "mura"), help="chest (14 findings) or mura (default: chest, or the config's)")
+    p.add_argument("--data", action="append", metavar="KIND:PATH",
+                   help="a dataset, e.g. vinbigdata:/data/vinbigdata (repeat to merge chest sources)")
+    p.add_argument("--synthetic", action="store_true", help="the --data folders hold phantoms in the real layout")
+    p.add_argument("--model-dir", help="output model folder (default: model/<task>)")
+    p.add_argument("--architecture", choices=("small_cnn", "densenet", "efficientnet_b0"), help="network")
+    p.add_argument("--size", type=int, help="model input side in pixels")
+    p.add_argument("--epochs", type=int, help="maximum epochs")
+    p.add_argument("--batch-size", type=int, help="images per training step")
+    p.add_argument("--learning-rate", type=float, help="initial AdamW learning rate")
+    p.add_argument("--threshold-rule", choices=("youden", "sensitivity", "f1"),
+                   help="how per-class thresholds are chosen on validation")
+    p.add_argument("--n-boot", type=int, help="bootstrap resamples for the 95%% intervals")
+    p.add_argument("--cache", help="cache folder of preprocessed images")
+    p.add_argument("--workers", type=int, help="processes for loading images")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _evaluate_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "evaluate", help="measure a saved model on a dataset", epilog=DATA_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Evaluate a saved model (its own preprocessing, calibration and thresholds) on a dataset: "
+                    "writes metrics.json, roc.png, reliability.png and MODEL_CARD.md into --out.")
+    p.add_argument("--model", required=True, help="model folder (model.h5 + metadata.json)")
+    _common_data(p)
+    p.add_argument("--split", default="all",
+                   help="'all' images; chest: train|validation|test re-creates the model's recorded patient split; "
+                        "mura: train|valid (MURA's own splits; default valid)")
+    p.add_argument("--out", help="output folder (default: <model>/evaluation)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+
+
+def _predict_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "predict", help="predict image files or folders", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run a model on DICOM/PNG/JPEG files and folders (searched recursively) and write one row "
+                    "per image: calibrated probability and flag (probability >= the model's threshold) per "
+                    "class. Files that cannot be read are reported with the reason and skipped.\n\n"
+                    "Studies: images in a MURA-style study folder (e.g. .../patient00011/study1_negative/) are "
+                    "also summarised per study (probability = mean of its images). --studies yes treats every "
+                    "folder as a study; --studies no never aggregates.",
+        epilog="examples:\n  radtriage predict scans/ --out results.csv\n"
+               "  radtriage predict MURA-v1.1/valid/XR_WRIST --task mura --out wrist.json")
+    p.add_argument("paths", nargs="+", help="image files and/or folders")
+    p.add_argument("--model", help="model folder (default: model/<task> of the repository, or $RADTRIAGE_MODEL_DIR/<task>)")
+    p.add_argument("--task", choices=("chest", "mura"),
+                   help="which default model (default: mura if MURA study folders are found, else chest)")
+    p.add_argument("--out", help="results file, .csv or .json (default: CSV on standard output)")
+    p.add_argument("--format", choices=("csv", "json"), help="output format (default: from --out's extension)")
+    p.add_argument("--studies", default="auto", choices=("auto", "yes", "no"),
+                   help="aggregate images into studies (default: auto = MURA-style study folders)")
+    p.add_argument("--batch-size", type=int, default=PREDICT_BATCH, help="images per model call (default: 32)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+
+# ------------------------------------------------------------------------------------ prepare / train / evaluate
+
+
+def _source(kind: str, root: str, policy: str = "majority", synthetic: bool = False) -> Any:
+    from radtriage.recipes import DataSource
+
+    return DataSource(kind=kind, path=root, policy=policy, synthetic=synthetic)
+
+
+def cmd_prepare(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from radtriage.prepare import prepare
+    from radtriage.preprocess import PreprocessConfig
+    from radtriage.recipes import load_source
+
+    config = PreprocessConfig(size=args.size, resize=args.resize, contrast=args.contrast)
+    source = _source(args.kind, args.root, args.policy, args.synthetic)
+    if args.kind == "mura":
+        splits = ("train", "valid") if args.split == "all" else (args.split,)
+        table = pd.concat([load_source(source, s).table for s in splits], ignore_index=True)
+    else:
+        table = load_source(source).table
+        table = table[table["path"].notna()]
+    index = prepare(table, config, args.cache, args.workers, not args.no_progress)
+    print(f"cached {len(index.image_ids)} of {len(table)} images in {index.directory} "
+          f"({index.n_written} new, {index.n_skipped} already cached, {len(index.failures)} failed"
+          + (f": see {index.directory / 'failures.csv'})" if len(index.failures) else ")"))
+    return EXIT_OK if index.image_ids else EXIT_FAILED
+
+
+def run_config_from_args(args: argparse.Namespace) -> Any:
+    """The run config: --config file (or the task's defaults) with the given flags applied."""
+    from radtriage.recipes import ChestRunConfig, DataSource, MuraRunConfig, load_run_config
+
+    if args.config:
+        run = load_run_config(args.config)
+        if args.task and args.task != run.task:
+            raise CliError(f"--task {args.task} contradicts the config's task {run.task!r}.", EXIT_USAGE)
+    else:
+        run = MuraRunConfig() if args.task == "mura" else ChestRunConfig()
+    d = run.to_dict()
+    train = d["train"]
+    if args.data:
+        sources = []
+        for spec in args.data:
+            kind, sep, path = spec.partition(":")
+            if not sep or kind not in KINDS[:3] or not path:
+                raise CliError(f"--data needs KIND:PATH with KIND one of {', '.join(KINDS[:3])}, got {spec!r}.",
+                               EXIT_USAGE)
+            sources.append(DataSource(kind, path, synthetic=args.synthetic))
+        if run.task == "mura":
+            if len(sources) != 1 or sources[0].kind != "mura":
+                raise CliError("a MURA run takes exactly one --data mura:PATH.", EXIT_USAGE)
+            d["source"] = vars(sources[0])
+        else:
+            d["sources"] = [vars(s) for s in sources]
+    elif args.synthetic:
+        for s in d.get("sources", [d.get("source")]):
+            s["synthetic"] = True
+    for flag, key in (("model_dir", "model_dir"), ("threshold_rule", "threshold_rule"), ("n_boot", "n_boot"),
+                      ("cache", "cache_dir"), ("workers", "workers")):
+        if getattr(args, flag) is not None:
+            d[key] = getattr(args, flag)
+    for flag, key in (("architecture", "architecture"), ("epochs", "epochs"), ("batch_size", "batch_size"),
+                      ("learning_rate", "learning_rate")):
+        if getattr(args, flag) is not None:
+            train[key] = getattr(args, flag)
+    if args.size is not None:
+        train["preprocess"]["size"] = args.size
+    if args.no_progress:
+        d["progress"] = False
+    return type(run).from_dict(d)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    run = run_config_from_args(args)
+    if args.print_config:
+        print(run.to_json())
+        return EXIT_OK
+    from radtriage.recipes import train_run
+
+    result = train_run(run)
+    print(result.summary().to_string(index=False))
+    print(f"trained in {result.seconds / 60:.1f} min on {result.sizes}; model saved to {result.model_dir}")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from radtriage.recipes import evaluate_model
+
+    out = Path(args.out) if args.out else Path(args.model) / "evaluation"
+    metrics = evaluate_model(args.model, _source(args.kind, args.root, args.policy, args.synthetic), out,
+                             args.split, args.cache, args.n_boot, args.workers, not args.no_progress)
+    headline = metrics.get("macro_auroc") or {}
+    print(f"{metrics['split']}")
+    if "study_level" in metrics:
+        overall = metrics["study_level"][0]
+        print(f"study-level AUROC {_fmt(overall.get('auroc'))}, accuracy {_fmt(overall.get('accuracy'))}, "
+              f"Cohen's kappa {_fmt(overall.get('kappa'))} on {metrics['n_studies']} studies")
+    else:
+        print(f"macro AUROC {_fmt(headline.get('auroc'))} [{_fmt(headline.get('lo'))}, {_fmt(headline.get('hi'))}] "
+              f"over {headline.get('n_classes')} classes")
+    print(f"metrics, plots and model card written to {out}")
+    return EXIT_OK
+
+
+def _fmt(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+# ------------------------------------------------------------------------------------ predict
+
+
+def collect_files(paths: Sequence[str]) -> list[Path]:
+    """Files named, plus image files found recursively in folders (hidden ones skipped), sorted.
+
+    In folders, files with an image suffix (.dcm .dicom .png .jpg .jpeg, any case) or no suffix
+    (DICOM files often have none) are taken; a named file is always taken (the loader decides).
+    """
+    out: list[Path] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = (p for p in path.rglob("*") if p.is_file()
+                     and not any(part.startswith(".") for part in p.relative_to(path).parts)
+                     and (p.suffix.lower() in IMAGE_SUFFIXES or p.suffix == ""))
+            out.extend(sorted(found))
+        else:
+            out.append(path)
+    return out
+
+
+def study_of(path: Path, mode: str) -> str | None:
+    """The study a file belongs to: its folder when MURA-style (``studyN[_label]``) or ``mode == "yes"``."""
+    if mode == "no":
+        return None
+    if mode == "yes" or MURA_STUDY_DIR.match(path.parent.name):
+        return path.parent.as_posix()
+    return None
+
+
+def study_type_of(path: Path) -> str:
+    """MURA study type (``XR_WRIST``...) named by a folder of the path, or ""."""
+    return next((part for part in path.parts if part in MURA_STUDY_TYPES), "")
+
+
+def default_model_dir(task: str) -> Path:
+    from radtriage.dashboard import settings
+
+    return settings.model_dir() / task
+
+
+def _flag_columns(classes: Sequence[str], probs: Any, thresholds: Sequence[float]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for c, p in zip(classes, probs):
+        row[f"prob: {c}"] = float(p)
+    for c, p, t in zip(classes, probs, thresholds):
+        row[f"flag: {c}"] = int(p >= t)
+    flagged = sorted((c for c, p, t in zip(classes, probs, thresholds) if p >= t),
+                     key=lambda c: -float(probs[list(classes).index(c)]))
+    row["flagged"] = "; ".join(flagged)
+    return row
+
+
+class _Batcher:
+    """Accumulates preprocessed images and predicts them ``size`` at a time."""
+
+    def __init__(self, predictor: Any, size: int) -> None:
+        self.predictor, self.size = predictor, size
+        self.inputs: list[Any] = []
+        self.rows: list[dict[str, Any]] = []
+        self.done: list[tuple[dict[str, Any], Any]] = []
+
+    def add(self, row: dict[str, Any], x: Any) -> None:
+        self.rows.append(row)
+        self.inputs.append(x)
+        if len(self.inputs) >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        import numpy as np
+
+        if self.inputs:
+            probs = self.predictor.predict_batch(np.stack(self.inputs))
+            self.done.extend(zip(self.rows, probs))
+            self.inputs, self.rows = [], []
+
+
+def predict_files(predictor: Any, files: Sequence[Path], studies: str = "auto", batch_size: int = PREDICT_BATCH,
+                  progress: bool = True, report: Any = None) -> dict[str, Any]:
+    """Predict every readable file; bad files become error rows, never exceptions.
+
+    Args:
+        predictor: a :class:`radtriage.inference.Predictor`.
+        files: image paths.
+        studies: "auto" | "yes" | "no" (see :func:`study_of`).
+        batch_size: images per model call.
+        progress: tqdm bar on standard error.
+        report: called with one line per skipped file (default: tqdm.write to standard error).
+
+    Returns:
+        dict with "images" (ok rows, in file order), "errors" (rows with error_code and error),
+        "studies" (study rows: probability = mean of the study's image probabilities).
+    """
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from radtriage import radiograph
+    from radtriage.evaluation import aggregate_studies
+
+    report = report or (lambda line: tqdm.write(line, file=sys.stderr))
+    classes, thresholds = predictor.classes, [float(t) for t in predictor.thresholds]
+    size = predictor.preprocess_config.size
+    batcher = _Batcher(predictor, max(1, batch_size))
+    errors: list[dict[str, Any]] = []
+    for path in tqdm(files, desc="predict", unit="img", disable=not progress, file=sys.stderr):
+        row = {"level": "image", "file": path.as_posix(), "study": study_of(path, studies) or "",
+               "study_type": study_type_of(path)}
+        try:
+            x = predictor.prepare_input(radiograph.load(path, min_side=size))
+        except radiograph.RadiographError as err:
+            errors.append({**row, "status": "error", "error_code": err.code, "error": str(err)})
+        except Exception as err:  # noqa: BLE001 - one odd file must not abort the batch
+            errors.append({**row, "status": "error", "error_code": "unexpected",
+                           "error": f"This file could not be processed ({type(err).__name__})."})
+        else:
+            batcher.add(row, x)
+            continue
+        report(f"skipped {path.as_posix()}: {errors[-1]['error']} [{errors[-1]['error_code']}]")
+    batcher.flush()
+    images = [{**row, "status": "ok", "error_code": "", "error": "", **_flag_columns(classes, p, thresholds)}
+              for row, p in batcher.done]
+    study_rows: list[dict[str, Any]] = []
+    in_study = [(row, p) for row, p in batcher.done if row["study"]]
+    if in_study:
+        ids = [row["study"] for row, _ in in_study]
+        probs = np.stack([p for _, p in in_study])
+        per_class = [aggregate_studies(ids, probs[:, c]) for c in range(len(classes))]
+        types = {row["study"]: row["study_type"] for row, _ in in_study}
+        for k, sid in enumerate(per_class[0]["study_id"]):
+            mean = [float(pc["probability"].iloc[k]) for pc in per_class]
+            study_rows.append({"level": "study", "file": sid, "study": sid, "study_type": types[sid],
+                               "n_images": int(per_class[0]["n_images"].iloc[k]), "status": "ok",
+                               "error_code": "", "error": "", **_flag_columns(classes, mean, thresholds)})
+    return {"images": images, "errors": errors, "studies": study_rows}
+
+
+def _model_summary(predictor: Any, directory: Path) -> dict[str, Any]:
+    meta = predictor.metadata
+    return {"name": meta.name, "task": meta.task, "directory": str(directory), "classes": list(meta.classes),
+            "thresholds": dict(meta.thresholds), "provenance": dict(meta.provenance),
+            "phantom_only": bool((meta.training_data or {}).get("phantom_only", False)),
+            "calibration": "probabilities are calibrated: sigmoid(logit / T) with the model's per-class T",
+            "study_rule": "study probability = mean of its images' probabilities"}
+
+
+def write_results(results: dict[str, Any], model: dict[str, Any], out: str | None, fmt: str | None) -> str:
+    """Write the results as CSV (image, study and error rows in one table) or JSON; returns the format."""
+    import pandas as pd
+
+    fmt = fmt or (Path(out).suffix.lower().lstrip(".") if out else "csv")
+    if fmt not in ("csv", "json"):
+        raise CliError(f"cannot tell the output format from {out!r}: use a .csv or .json name or --format.",
+                       EXIT_USAGE)
+    if fmt == "json":
+        payload = {"model": model, "images": results["images"], "studies": results["studies"],
+                   "errors": results["errors"], "summary": results["summary"]}
+        text = json.dumps(payload, indent=1)
+    else:
+        rows = results["images"] + results["studies"] + results["errors"]
+        columns = ["level", "file", "study", "study_type", "n_images", "status", "error_code", "error"]
+        frame = pd.DataFrame(rows)
+        frame = frame.reindex(columns=columns + [c for c in frame.columns if c not in columns])
+        if "n_images" in frame:
+            frame["n_images"] = frame["n_images"].astype("Int64")
+        text = frame.to_csv(index=False, float_format="%.6f")
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return fmt
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    files = collect_files(args.paths)
+    if not files:
+        raise CliError("no image files found in the given paths.")
+    if args.model:
+        model_dir = Path(args.model)
+    else:
+        task = args.task or ("mura" if any(MURA_STUDY_DIR.match(f.parent.name) for f in files) else "chest")
+        model_dir = default_model_dir(task)
+    from radtriage.artifact import ArtifactError
+    from radtriage.inference import Predictor
+
+    try:
+        predictor = Predictor.from_dir(model_dir)
+    except ArtifactError as err:
+        raise CliError(f"cannot use the model in {model_dir}: {err}", EXIT_USAGE) from None
+    results = predict_files(predictor, files, args.studies, args.batch_size, not args.no_progress)
+    n_ok, n_bad = len(results["images"]), len(results["errors"])
+    results["summary"] = {"files": len(files), "predicted": n_ok, "skipped": n_bad, "studies": len(results["studies"])}
+    model = _model_summary(predictor, model_dir)
+    fmt = write_results(results, model, args.out, args.format)
+    where = args.out or "standard output"
+    note = " (model trained on synthetic phantoms only: outputs are demonstrations)" if model["phantom_only"] else ""
+    print(f"predicted {n_ok} of {len(files)} files ({n_bad} skipped), {len(results['studies'])} studies, "
+          f"with model {predictor.metadata.name}{note}; {fmt.upper()} written to {where}", file=sys.stderr)
+    return EXIT_OK if n_ok else EXIT_FAILED
+
+
+# ------------------------------------------------------------------------------------ main
+
+COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``radtriage`` / ``python -m radtriage``; returns the exit code."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter is not for users
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    from radtriage.datasets.base import DatasetError
+
+    try:
+        return COMMANDS[args.command](args)
+    except CliError as err:
+        print(f"radtriage {args.command}: {err}", file=sys.stderr)
+        return err.code
+    except (DatasetError, FileNotFoundError) as err:
+        print(f"radtriage {args.command}: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as err:  # bad config values: the dataclasses say what is wrong in one sentence
+        print(f"radtriage {args.command}: {err}", file=sys.stderr)
+        return EXIT_USAGE
