@@ -3,5 +3,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# Debian's chromium for the dashboard's browser test (Playwright drives it; it never downloads one).
+# Only as root with apt-get; elsewhere tests/test_browser.py skips and says why.
+if [ ! -x /usr/bin/chromium ] && [ "${RADTRIAGE_NO_CHROMIUM:-0}" != 1 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing chromium (Debian package) for the browser test"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+      || echo "setup: chromium could not be installed; the browser test will be skipped" >&2
+  else
+    echo "setup: /usr/bin/chromium is absent (not root or no apt-get); the browser test will be skipped" >&2
+  fi
+fi
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
 exec .venv/bin/python -m pytest "$@"

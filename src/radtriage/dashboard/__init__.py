@@ -1,0 +1,14 @@
+"""The Streamlit dashboard's pieces; ``app.py`` at the repository root only wires them together.
+
+Modules:
+    settings   where models and examples live (env-overridable), display parameters, notices
+    engine     models loaded once per server process and per-file results cached (Streamlit caches)
+    inputs     the examples gallery, the uploader and :func:`inputs.ingest` (name, bytes) -> Item
+    tables     pure functions: probability tables, flags, study verdicts, model statements
+    imaging    display-sized images and heatmap blending (numpy/Pillow/matplotlib only)
+    report     CSV / JSON / one-page PNG report (matplotlib)
+    views      the Streamlit rendering of results, Grad-CAM, DICOM tags and downloads
+
+Nothing here imports TensorFlow: models are reached only through :mod:`radtriage.inference`,
+imported lazily so the page renders before the model has loaded.
+"""

@@ -1,0 +1,323 @@
+"""Models and per-file results behind Streamlit's caches, so a rerun recomputes nothing.
+
+Why this module exists (the "Grad-CAM takes ~1 s per rerun inside Streamlit" problem): Streamlit
+re-executes the whole script on every widget change. Without caches each rerun rebuilt the model,
+the Grad-CAM functional model and its ``tf.function`` (a fresh trace: ~1 s), re-decoded the file and
+recomputed the heatmap even when only the opacity slider moved. Here:
+
+* :func:`get_model` - one :class:`radtriage.inference.Predictor` per model folder and server process
+  (``st.cache_resource``, shared by every session); its compiled functions are traced once.
+* :func:`decode` - one decoded radiograph per file content (SHA-256), shared, bounded in number.
+* :func:`examine` / :func:`heatmap` - probabilities and heatmaps per (model, file hash[, class])
+  (``st.cache_data``): switching back to a class or moving a slider costs a dictionary look-up.
+* The opacity slider only re-blends (:func:`radtriage.dashboard.imaging.blend`), inside a fragment.
+* Streamlit calls ``keras.backend.clear_session()`` after *every* script run once Keras is imported
+  (``_clean_problem_modules`` in its script runner, meant for apps that build models per run). With
+  TensorFlow loaded that is a full ``gc.collect()`` (~0.8 s) plus a cleared kernel cache, on every
+  rerun: the main part of the measured ~1 s. :func:`_skip_streamlit_clear_session` makes that one
+  caller a no-op (models here are built once per process); every other caller is unaffected.
+  ``runner.postScriptGC = false`` in .streamlit/config.toml removes the second full collection.
+
+TensorFlow is reached only through :mod:`radtriage.inference`, imported lazily on first model load
+so the page renders before TensorFlow has loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from radtriage import radiograph
+from radtriage.dashboard import imaging, settings
+from radtriage.dashboard.tables import ModelFacts, model_facts
+from radtriage.preprocess import PreprocessConfig, content_box
+
+MODEL_FILE = "model.h5"
+METADATA_FILE = "metadata.json"
+CARD_FILE = "MODEL_CARD.md"
+DECODE_CACHE_ENTRIES = 24  # decoded images kept (all sessions together); ~4 MB each at 1,024 px
+RESULT_CACHE_ENTRIES = 256
+
+
+class ModelUnavailable(Exception):
+    """A model folder is missing or unreadable; ``str()`` is a sentence for the page."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """A loaded model and what it says about itself.
+
+    Attributes:
+        name: folder name ("chest" or "mura").
+        key: cache key: the folder and its files' modification times (a new model = new key).
+        predictor: :class:`radtriage.inference.Predictor` (never pickled: resource-cached).
+        facts: the metadata read for display (:class:`ModelFacts`).
+        preprocess: the model's own preprocessing parameters.
+        card: MODEL_CARD.md text, or None when absent.
+    """
+
+    name: str
+    key: str
+    predictor: Any = field(repr=False, compare=False)
+    facts: ModelFacts
+    preprocess: PreprocessConfig
+    card: str | None = field(repr=False)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """metadata.json as a plain dict."""
+        return self.predictor.metadata.to_dict()
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A file that loaded: its safe metadata and pixels.
+
+    Attributes:
+        name: the file's base name.
+        digest: SHA-256 of its bytes (the cache key; never the bytes themselves).
+        radiograph: the loaded :class:`radtriage.radiograph.Radiograph` (pixels float32 [0, 1]).
+        display: uint8 (H', W') image at most ``settings.DISPLAY_SIDE`` a side.
+        data: the file's bytes, kept in memory (never on disk) so each model loads its own input
+            through the one shared path (:meth:`radtriage.inference.Predictor.load_input`).
+    """
+
+    name: str
+    digest: str
+    radiograph: radiograph.Radiograph = field(repr=False)
+    display: np.ndarray = field(repr=False)
+    data: bytes = field(repr=False, default=b"")
+
+    @property
+    def metadata(self) -> radiograph.SafeMetadata:
+        return self.radiograph.metadata
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A file that did not load; ``message`` is the loader's one-sentence explanation."""
+
+    name: str
+    digest: str
+    message: str
+    code: str
+
+
+@dataclass(frozen=True)
+class Examination:
+    """A model's output on one image.
+
+    Attributes:
+        probs: float32 (C,) probabilities in [0, 1], the model's class order.
+        x: float32 (S, S, 1) model input (the model's own preprocessing), kept for more heatmaps.
+        box: (top, left, height, width) of the image inside ``x``.
+        default_class: class shown first: the most probable flagged class, else the most probable.
+        heatmap: float32 (S, S) in [0, 1] for ``default_class``.
+        degenerate: the heatmap was NaN or constant (shown as "no localisation").
+    """
+
+    probs: np.ndarray
+    x: np.ndarray
+    box: tuple[int, int, int, int]
+    default_class: int
+    heatmap: np.ndarray
+    degenerate: bool
+
+
+def digest_of(data: bytes) -> str:
+    """Hex SHA-256 of a file's bytes: the identity of an upload in every cache."""
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- models ---------------------------------------------------------------------------------
+def _stamp(folder: Path) -> str:
+    parts = [f"{p.name}:{p.stat().st_mtime_ns}" for p in sorted(folder.iterdir()) if p.is_file()]
+    return f"{folder.resolve()}|{'|'.join(parts)}"
+
+
+def _skip_streamlit_clear_session() -> None:
+    """Make Streamlit's post-run ``keras.backend.clear_session()`` a no-op (see the module doc)."""
+    import sys
+
+    backend = sys.modules["keras"].backend
+    real = backend.clear_session
+    if getattr(real, "_radtriage_wrapped", False):
+        return
+
+    def clear_session(*args: Any, **kwargs: Any) -> Any:
+        if sys._getframe(1).f_code.co_name == "_clean_problem_modules":  # Streamlit's after-run hook only
+            return None
+        return real(*args, **kwargs)
+
+    clear_session._radtriage_wrapped = True  # type: ignore[attr-defined]
+    backend.clear_session = clear_session
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _load(folder: str, key: str) -> Any:
+    """The Predictor for a model folder, once per server process (``key`` invalidates on change)."""
+    from radtriage import inference  # deferred: TensorFlow loads here, after the first render
+
+    _skip_streamlit_clear_session()
+    return inference.Predictor.from_dir(folder)
+
+
+def get_model(name: str) -> Model:
+    """The model in ``<model dir>/<name>`` loaded once per server process.
+
+    Raises:
+        ModelUnavailable: the folder, its model.h5 or metadata.json is missing, or it cannot load.
+    """
+    folder = settings.model_dir() / name
+    label = settings.MODEL_LABELS.get(name, name)
+    missing = [f for f in (MODEL_FILE, METADATA_FILE) if not (folder / f).is_file()]
+    if missing:
+        raise ModelUnavailable(
+            f"The {label} model is not installed: {folder} has no {' or '.join(missing)}. "
+            f"Train or download it into that folder (or set {settings.MODEL_DIR_ENV})."
+        )
+    key = _stamp(folder)
+    try:
+        with st.spinner(f"Loading the {label} model (once per server)…"):
+            predictor = _load(str(folder), key)
+        metadata = predictor.metadata.to_dict()
+        facts = model_facts(metadata)
+        config = predictor.preprocess_config
+    except Exception as err:  # noqa: BLE001 - any load failure becomes one sentence on the page
+        raise ModelUnavailable(
+            f"The {label} model in {folder} could not be loaded ({type(err).__name__}); "
+            "its files may be incomplete or from an incompatible version."
+        ) from None
+    card_path = folder / CARD_FILE
+    card = card_path.read_text(encoding="utf-8") if card_path.is_file() else _card_from(metadata)
+    return Model(name=name, key=key, predictor=predictor, facts=facts, preprocess=config, card=card)
+
+
+def _card_from(metadata: dict[str, Any]) -> str | None:
+    """The model card written from the metadata when the folder has no MODEL_CARD.md."""
+    from radtriage.model_card import model_card_markdown
+
+    try:
+        return model_card_markdown(metadata)
+    except Exception:  # noqa: BLE001 - a card is a convenience; the page states the metadata anyway
+        return None
+
+
+# --- files ----------------------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=DECODE_CACHE_ENTRIES, ttl=3600)
+def _decode(digest: str, name: str, _data: bytes) -> Decoded | Failure:
+    # Resource cache: the Radiograph is shared as is, not pickled per rerun. The bytes are hashed
+    # once by the caller (digest), not by Streamlit on every rerun.
+    try:
+        rg = radiograph.load(_data, min_side=settings.DECODE_MIN_SIDE, name=name)
+    except radiograph.RadiographError as err:
+        return Failure(name=name, digest=digest, message=str(err), code=err.code)
+    return Decoded(name=rg.name, digest=digest, radiograph=rg,
+                   display=imaging.to_display(rg.pixels, settings.DISPLAY_SIDE), data=_data)
+
+
+def decode(name: str, data: bytes, digest: str | None = None) -> Decoded | Failure:
+    """Load an uploaded or bundled file (never written to disk) or explain why it cannot be.
+
+    Args:
+        name: the file's name (display only; the format is read from the content).
+        data: the file's bytes.
+        digest: :func:`digest_of` ``data`` when already known.
+
+    Returns:
+        :class:`Decoded`, or :class:`Failure` carrying the loader's one-sentence message.
+        JPEG 2000 DICOMs are decoded at the coarsest level with >= ``settings.DECODE_MIN_SIDE`` px.
+    """
+    return _decode(digest or digest_of(data), name, data)
+
+
+# --- model outputs --------------------------------------------------------------------------
+def default_class(probs: np.ndarray, thresholds: tuple[float, ...]) -> int:
+    """The most probable class at or above its threshold, else the most probable class."""
+    probs = np.asarray(probs, dtype=np.float64)
+    flagged = probs >= np.asarray(thresholds)
+    ranked = np.where(flagged, probs, probs - 2.0)  # any flagged class outranks every unflagged one
+    return int(np.argmax(ranked))
+
+
+def _probs_and_heatmap(predictor: Any, x: np.ndarray, class_index: int | None) -> tuple[np.ndarray, int, np.ndarray, bool]:
+    """One compiled call: probabilities (C,), the explained class, its heatmap (S, S), degenerate flag."""
+    out = predictor.predict_and_explain(x, class_index=class_index)
+    probs = np.asarray([out.prediction.probabilities[c] for c in predictor.classes], dtype=np.float32)
+    heat = np.asarray(out.heatmap, dtype=np.float32)
+    return probs, int(out.class_index), heat, bool(out.degenerate) or imaging.is_degenerate(heat)
+
+
+@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
+def _examine(model_key: str, digest: str, _model: Model, _decoded: Decoded) -> Examination:
+    predictor = _model.predictor
+    # The model input is made from the file by the same path as the CLI and the training cache
+    # (decode resolution included), not from the display decode.
+    rg, x = predictor.load_input(_decoded.data, name=_decoded.name)
+    pixels = rg.pixels
+    x = np.asarray(x, dtype=np.float32)
+    # One graph call explains the most probable class; a second only when a less probable class
+    # is the top *flagged* one (thresholds differ per class).
+    probs, explained, heat, degenerate = _probs_and_heatmap(predictor, x, None)
+    first = default_class(probs, _model.facts.thresholds)
+    if explained != first:
+        probs, explained, heat, degenerate = _probs_and_heatmap(predictor, x, first)
+    return Examination(probs=probs, x=x, box=content_box(pixels.shape, _model.preprocess),
+                       default_class=first, heatmap=heat, degenerate=degenerate)
+
+
+def examine(model: Model, decoded: Decoded) -> Examination:
+    """Probabilities and the default class's heatmap for one image, cached per (model, file)."""
+    return _examine(model.key, decoded.digest, model, decoded)
+
+
+@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
+def _heatmap(model_key: str, digest: str, class_index: int, _model: Model, _x: np.ndarray) -> tuple[np.ndarray, bool]:
+    _, _, heat, degenerate = _probs_and_heatmap(_model.predictor, _x, class_index)
+    return heat, degenerate
+
+
+def heatmap(model: Model, decoded: Decoded, exam: Examination, class_index: int) -> tuple[np.ndarray, bool]:
+    """Heatmap (S, S) in [0, 1] and degenerate flag for ``class_index``, cached per (model, file, class)."""
+    if class_index == exam.default_class:
+        return exam.heatmap, exam.degenerate
+    return _heatmap(model.key, decoded.digest, int(class_index), model, exam.x)
+
+
+@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
+def _display_heat(model_key: str, digest: str, class_index: int, _heat: np.ndarray, _model: Model,
+                  _decoded: Decoded) -> tuple[np.ndarray, np.ndarray]:
+    from radtriage.gradcam import heatmap_for_original  # TensorFlow is loaded by now (model loaded)
+
+    heat = heatmap_for_original(_heat, _decoded.display.shape, _model.preprocess)
+    return heat, imaging.colorize(heat, settings.HEATMAP_CMAP)
+
+
+def display_heatmap(model: Model, decoded: Decoded, class_index: int, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The heatmap on the display image's grid and its colours: float32 (H', W'), uint8 (H', W', 3)."""
+    return _display_heat(model.key, decoded.digest, int(class_index), heat, model, decoded)
+
+
+@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
+def _study(model_key: str, digests: tuple[str, ...], _model: Model, _xs: np.ndarray) -> tuple[float, bool]:
+    from radtriage import inference
+
+    prediction = inference.predict_study(_model.predictor, _xs)
+    name = _model.facts.classes[0]
+    return prediction.probabilities[name], prediction.flags[name]
+
+
+def study_probability(model: Model, decoded: list[Decoded], exams: list[Examination]) -> tuple[float, bool]:
+    """A study's probability and flag by :func:`radtriage.inference.predict_study` (mean of the images)."""
+    return _study(model.key, tuple(d.digest for d in decoded), model, np.stack([e.x for e in exams]))
+
+
+def metadata_json(model: Model) -> str:
+    """The model's metadata as pretty JSON (for the model card panel)."""
+    return json.dumps(model.metadata, indent=1, default=str)

@@ -1,0 +1,233 @@
+"""What to analyse: the bundled examples gallery, the uploader, and which model / study type.
+
+:func:`ingest` ``(name, bytes) -> Item`` is the one entry point for a file, whatever its source;
+uploads stay in memory (Streamlit keeps them in RAM) and are never written to disk.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+import numpy as np
+import streamlit as st
+
+from radtriage import labels, radiograph
+from radtriage.dashboard import engine, imaging, settings
+
+UPLOAD_KEY = "uploads"
+EXAMPLE_KEY = "example"
+PHANTOM_NOTE = "synthetic phantom (made by radtriage's generator; not a patient image)"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One bundled example (a chest image or an upper-limb study) and its ground truth.
+
+    Attributes:
+        id: manifest id, e.g. "chest_02_cardiomegaly".
+        files: paths of its images (a MURA study has 2-3).
+        anatomy: "chest" or "limb".
+        study_type: "CHEST PA" or a MURA study type ("XR_WRIST").
+        label: 1 abnormal, 0 normal.
+        findings: ground-truth finding names (chest: VinBigData classes; limb: the abnormality).
+    """
+
+    id: str
+    files: tuple[Path, ...]
+    anatomy: str
+    study_type: str
+    label: int
+    findings: tuple[str, ...]
+
+    @property
+    def title(self) -> str:
+        kind, number, *rest = self.id.split("_")
+        return f"{kind.capitalize()} {number}: {' '.join(rest)}"
+
+    def truth_text(self) -> str:
+        """Ground truth in one sentence (the phantom generator's record, not a model output)."""
+        if self.anatomy == "limb":
+            verdict = f"abnormal ({', '.join(self.findings)})" if self.label else "normal"
+            return f"Ground truth of this {PHANTOM_NOTE}: {verdict}."
+        present = ", ".join(self.findings) if self.findings else "no finding"
+        return f"Ground truth of this {PHANTOM_NOTE}: {present}."
+
+
+@dataclass(frozen=True)
+class Item:
+    """A file to analyse, held in memory.
+
+    Attributes:
+        name: the file's base name.
+        data: its bytes (never written to disk).
+        digest: SHA-256 of ``data``: its identity in every cache.
+        example: the bundled example it belongs to, or None for an upload.
+    """
+
+    name: str
+    data: bytes = field(repr=False)
+    digest: str
+    example: Example | None = None
+
+
+def ingest(name: str, data: bytes, example: Example | None = None) -> Item:
+    """Wrap a file's name and bytes for analysis (the upload handler; no decoding yet)."""
+    return Item(name=Path(name).name or "upload", data=bytes(data), digest=engine.digest_of(data), example=example)
+
+
+@st.cache_data(show_spinner=False)
+def load_examples(folder: str) -> list[Example]:
+    """The examples listed in ``<folder>/manifest.json`` whose files exist (empty if none)."""
+    manifest = Path(folder) / "manifest.json"
+    if not manifest.is_file():
+        return []
+    entries = json.loads(manifest.read_text(encoding="utf-8")).get("examples", [])
+    examples = []
+    for e in entries:
+        files = tuple(Path(folder) / f for f in e.get("files", []))
+        if not files or not all(f.is_file() for f in files):
+            continue
+        if e.get("anatomy") == "limb":
+            findings = (e["abnormality"],) if e.get("abnormality") else ()
+        else:
+            findings = tuple(f["name"] for f in e.get("findings", []))
+        examples.append(Example(id=e["id"], files=files, anatomy=e.get("anatomy", "chest"),
+                                study_type=e.get("study_type", ""), label=int(e.get("label", 0)), findings=findings))
+    return examples
+
+
+@st.cache_data(show_spinner=False)
+def thumbnail(path: str) -> np.ndarray | None:
+    """uint8 thumbnail of a bundled file (None if it does not load); bypasses the decode cache."""
+    try:
+        rg = radiograph.load(path, min_side=settings.THUMB_SIDE)
+    except radiograph.RadiographError:
+        return None
+    return imaging.to_display(rg.pixels, settings.THUMB_SIDE)
+
+
+def example_items(example: Example) -> list[Item]:
+    """The example's files read into memory."""
+    return [ingest(p.name, p.read_bytes(), example) for p in example.files]
+
+
+def _pick(example_id: str) -> None:
+    st.session_state[EXAMPLE_KEY] = example_id
+
+
+def sidebar(examples: Sequence[Example]) -> list[Item]:
+    """The sidebar's uploader and example picker; uploads win over a picked example.
+
+    Returns:
+        The files to analyse (empty when nothing is chosen).
+    """
+    st.sidebar.header("Input")
+    uploads = st.sidebar.file_uploader(
+        "Upload radiographs (DICOM, PNG or JPG; several files = one study)",
+        accept_multiple_files=True,
+        key=UPLOAD_KEY,
+        help="Files stay in memory and are never saved. The format is read from the content, so DICOM "
+        "files without an extension are fine.",
+    )
+    ids = [None, *(e.id for e in examples)]
+    titles = {e.id: e.title for e in examples}
+    st.sidebar.selectbox(
+        "…or a bundled example (synthetic phantom)",
+        ids,
+        key=EXAMPLE_KEY,
+        format_func=lambda i: "—" if i is None else titles[i],
+    )
+    if uploads:
+        if len(uploads) > settings.MAX_FILES:
+            st.sidebar.warning(f"Only the first {settings.MAX_FILES} files are analysed.")
+        return [ingest(u.name, u.getvalue()) for u in uploads[: settings.MAX_FILES]]
+    chosen = next((e for e in examples if e.id == st.session_state.get(EXAMPLE_KEY)), None)
+    return example_items(chosen) if chosen else []
+
+
+def gallery(examples: Sequence[Example], columns: int = 4) -> None:
+    """Thumbnails of the bundled examples, each with a button that opens it."""
+    if not examples:
+        st.info("No bundled examples found (app_images/manifest.json is missing). Upload a file instead.")
+        return
+    st.subheader("Bundled examples")
+    st.caption(f"Every example is a {PHANTOM_NOTE}; its ground truth is shown beside the prediction.")
+    for row in range(0, len(examples), columns):
+        for col, example in zip(st.columns(columns), examples[row : row + columns]):
+            with col:
+                thumb = thumbnail(str(example.files[0]))
+                if thumb is not None:
+                    st.image(thumb, caption=f"{example.title} ({len(example.files)} image"
+                             f"{'s' if len(example.files) > 1 else ''}) — synthetic phantom")
+                st.button("Analyse", key=f"open_{example.id}", on_click=_pick, args=(example.id,),
+                          width="stretch")
+
+
+# --- model and study type -----------------------------------------------------------------
+def anatomy_of(decoded: engine.Decoded) -> str | None:
+    """"chest", "limb" or None, from the DICOM BodyPartExamined tag."""
+    return labels.anatomy_from_body_part(decoded.metadata.body_part_examined)
+
+
+def choose_model(decoded: Sequence[engine.Decoded], example: Example | None) -> str:
+    """The model to run: from the example, else from DICOM tags, else the user's choice.
+
+    The radio always lets the user override; its default follows the inputs.
+    """
+    found = {a for a in (anatomy_of(d) for d in decoded) if a}
+    if example is not None:
+        default, why = settings.ANATOMY_TO_MODEL[example.anatomy], "from the example's anatomy"
+    elif len(found) == 1:
+        default, why = settings.ANATOMY_TO_MODEL[found.pop()], "from DICOM BodyPartExamined"
+    else:
+        default, why = None, None
+    names = list(settings.MODEL_LABELS)
+    key = "model_" + engine.digest_of("".join(d.digest for d in decoded).encode())[:16]
+    choice = st.sidebar.radio(
+        "Model",
+        names,
+        index=names.index(default) if default else None,
+        format_func=settings.MODEL_LABELS.get,
+        key=key,
+        help="Chosen from the DICOM BodyPartExamined tag where present; otherwise choose.",
+    )
+    if why and choice == default:
+        st.sidebar.caption(f"Chosen {why}.")
+    elif not default:
+        st.sidebar.caption("No DICOM body part found: choose the model for these images.")
+    return choice
+
+
+def body_part_warnings(decoded: Sequence[engine.Decoded], model_name: str) -> list[str]:
+    """One sentence per file whose DICOM body part does not match the chosen model."""
+    expected = {v: k for k, v in settings.ANATOMY_TO_MODEL.items()}[model_name]
+    words = {"chest": "a chest", "limb": "an upper limb"}
+    out = []
+    for d in decoded:
+        anatomy = anatomy_of(d)
+        if anatomy and anatomy != expected:
+            out.append(
+                f"{d.name}: its DICOM BodyPartExamined is {d.metadata.body_part_examined!r} ({words[anatomy]}), "
+                f"but the {settings.MODEL_LABELS[model_name]} model is selected. Its output on this image is meaningless."
+            )
+    return out
+
+
+def choose_study_type(decoded: Sequence[engine.Decoded], example: Example | None) -> str:
+    """The MURA study type: from the example, else BodyPartExamined when all files agree, else asked."""
+    if example is not None and example.study_type in labels.MURA_STUDY_TYPES:
+        st.sidebar.caption(f"Study type: {example.study_type} (from the example).")
+        return example.study_type
+    found = {labels.mura_study_type_from_body_part(d.metadata.body_part_examined) for d in decoded}
+    if len(found) == 1 and None not in found:
+        study_type = found.pop()
+        st.sidebar.caption(f"Study type: {study_type} (from DICOM BodyPartExamined).")
+        return study_type
+    return st.sidebar.selectbox("Study type (no DICOM body part found)", labels.MURA_STUDY_TYPES, key="study_type")
+
+
+def example_of(items: Sequence[Item]) -> Example | None:
+    """The example the items come from (None for uploads)."""
+    return items[0].example if items else None

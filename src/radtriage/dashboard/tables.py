@@ -1,0 +1,185 @@
+"""Pure functions from a model's metadata and probabilities to what the page shows (no Streamlit).
+
+A model's metadata (``metadata.json`` beside ``model.h5``) states its classes, operating thresholds,
+validation metrics (with the split they were measured on) and, per class, where its knowledge
+comes from (``labels.PROVENANCE_*``). Everything shown about a model is read from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from radtriage.labels import PROVENANCE_NONE, PROVENANCE_REAL, PROVENANCE_SYNTHETIC
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What a model says about itself, one entry per class in output order.
+
+    Attributes:
+        name: model name (its folder name).
+        task: "chest" or "mura".
+        classes: output class names.
+        thresholds: operating threshold per class, in [0, 1].
+        provenance: per class, one of ``labels.PROVENANCE_*``.
+        auroc: per class validation AUROC in [0, 1], or None where not measured.
+        auroc_ci: per class (low, high) 95% interval, or None.
+        split: the held-out split the metrics were measured on, or None.
+    """
+
+    name: str
+    task: str
+    classes: tuple[str, ...]
+    thresholds: tuple[float, ...]
+    provenance: tuple[str, ...]
+    auroc: tuple[float | None, ...]
+    auroc_ci: tuple[tuple[float, float] | None, ...]
+    split: str | None
+
+
+def _per_class(value: Any, classes: Sequence[str], default: Any) -> list[Any]:
+    """A per-class value given as a list (output order), a {class: value} dict or one scalar."""
+    if isinstance(value, Mapping):
+        return [value.get(c, default) for c in classes]
+    if isinstance(value, (list, tuple, np.ndarray)):
+        values = list(value)
+        if len(values) != len(classes):
+            raise ValueError(f"metadata lists {len(values)} values for {len(classes)} classes")
+        return values
+    return [default if value is None else value] * len(classes)
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
+
+
+def metric_set(metrics: Any) -> dict[str, Any]:
+    """The held-out metrics to show: the "validation" set when metrics are keyed by role.
+
+    ``metrics`` is one :func:`radtriage.evaluation.evaluate` (or ``evaluate_mura``) dict, which
+    states its ``split``, or a dict of them keyed by role (``{"validation": {...}, "test": {...}}``).
+    """
+    if not isinstance(metrics, Mapping) or not metrics:
+        return {}
+    if "split" in metrics:
+        return dict(metrics)
+    sets = {role: m for role, m in metrics.items() if isinstance(m, Mapping)}
+    return dict(sets.get("validation") or next(iter(sets.values()), {}))
+
+
+def _class_aurocs(m: Mapping[str, Any], classes: Sequence[str]) -> list[tuple[float | None, tuple[float, float] | None]]:
+    """(AUROC, 95% CI) per class from evaluate()'s per_class rows, or MURA's study-level overall row."""
+    found: dict[str, tuple[float | None, tuple[float, float] | None]] = {}
+    for row in m.get("per_class") or []:
+        if isinstance(row, Mapping) and "class" in row:
+            lo, hi = _finite(row.get("auroc_lo")), _finite(row.get("auroc_hi"))
+            found[row["class"]] = (_finite(row.get("auroc")), (lo, hi) if lo is not None and hi is not None else None)
+    overall = next((r for r in m.get("study_level") or [] if isinstance(r, Mapping) and r.get("group") == "overall"), None)
+    if overall is not None and len(classes) == 1 and classes[0] not in found:
+        found[classes[0]] = (_finite(overall.get("auroc")), None)
+    return [found.get(c, (None, None)) for c in classes]
+
+
+def model_facts(metadata: Mapping[str, Any]) -> ModelFacts:
+    """Read a model's self-description from its metadata dict (see :class:`ModelFacts`)."""
+    classes = tuple(metadata["classes"])
+    thresholds = tuple(float(t) for t in _per_class(metadata.get("thresholds"), classes, 0.5))
+    provenance = tuple(str(p) for p in _per_class(metadata.get("provenance"), classes, PROVENANCE_NONE))
+    metrics = metric_set(metadata.get("metrics"))
+    entries = _class_aurocs(metrics, classes)
+    split = metrics.get("split")
+    if split is not None and metrics.get("study_level"):
+        split = f"{split} (study level)"
+    return ModelFacts(
+        name=str(metadata.get("name", "model")),
+        task=str(metadata.get("task", "")),
+        classes=classes,
+        thresholds=thresholds,
+        provenance=provenance,
+        auroc=tuple(a for a, _ in entries),
+        auroc_ci=tuple(c for _, c in entries),
+        split=None if split is None else str(split),
+    )
+
+
+def _auroc_text(auroc: float | None, ci: tuple[float, float] | None) -> str:
+    if auroc is None:
+        return "not measured"
+    return f"{auroc:.2f} ({ci[0]:.2f}–{ci[1]:.2f})" if ci else f"{auroc:.2f}"
+
+
+def probability_table(probs: np.ndarray, facts: ModelFacts) -> pd.DataFrame:
+    """One row per class, most probable first.
+
+    Args:
+        probs: float (C,) in [0, 1], in the model's class order.
+        facts: the model's :class:`ModelFacts`.
+
+    Returns:
+        DataFrame with columns Finding, Probability, Threshold, Flagged (probability >= threshold),
+        Validation AUROC (95% CI) and Provenance.
+    """
+    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
+    if probs.shape[0] != len(facts.classes):
+        raise ValueError(f"{probs.shape[0]} probabilities for {len(facts.classes)} classes")
+    frame = pd.DataFrame(
+        {
+            "Finding": facts.classes,
+            "Probability": probs,
+            "Threshold": facts.thresholds,
+            "Flagged": probs >= np.asarray(facts.thresholds),
+            "Validation AUROC (95% CI)": [_auroc_text(a, c) for a, c in zip(facts.auroc, facts.auroc_ci)],
+            "Provenance": facts.provenance,
+        }
+    )
+    return frame.sort_values("Probability", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def flagged_findings(table: pd.DataFrame) -> list[str]:
+    """Names of the flagged classes, most probable first."""
+    return table.loc[table["Flagged"], "Finding"].tolist()
+
+
+def summary_sentence(table: pd.DataFrame) -> str:
+    """One plain sentence: which findings are above their operating threshold, or none."""
+    flags = table[table["Flagged"]]
+    if flags.empty:
+        return "No finding above threshold."
+    items = [f"{r.Finding} ({r.Probability:.2f} ≥ {r.Threshold:.2f})" for r in flags.itertuples()]
+    return f"Flagged above threshold: {', '.join(items)}."
+
+
+def model_statement(facts: ModelFacts) -> str:
+    """What the model knows, in one or two sentences built from its provenance and metrics."""
+    groups: dict[str, list[str]] = {}
+    for name, prov in zip(facts.classes, facts.provenance):
+        groups.setdefault(prov, []).append(name)
+    parts = []
+    n = len(facts.classes)
+    if real := groups.get(PROVENANCE_REAL):
+        where = f" (validation AUROC on {facts.split})" if facts.split else ""
+        parts.append(f"{len(real)} of {n} {'classes' if n > 1 else 'class'} learned from real labelled radiographs{where}")
+    if synth := groups.get(PROVENANCE_SYNTHETIC):
+        names = ", ".join(synth) if len(synth) < n else "all classes"
+        parts.append(f"{names}: learned from synthetic phantoms only, not validated on real radiographs")
+    if none := groups.get(PROVENANCE_NONE):
+        parts.append(f"{', '.join(none)}: no training data (output is not meaningful)")
+    other = [p for p in groups if p not in (PROVENANCE_REAL, PROVENANCE_SYNTHETIC, PROVENANCE_NONE)]
+    for prov in other:
+        parts.append(f"{', '.join(groups[prov])}: {prov}")
+    return f"Model '{facts.name}': " + "; ".join(parts) + "."
+
+
+def only_synthetic(facts: ModelFacts) -> bool:
+    """True when no class of the model has been trained on real labels."""
+    return PROVENANCE_REAL not in facts.provenance
+
+
+def study_table(names: Sequence[str], probs: Sequence[float]) -> pd.DataFrame:
+    """Per-image abnormality probabilities of one study (columns Image, Probability of abnormal)."""
+    return pd.DataFrame({"Image": list(names), "Probability of abnormal": [float(p) for p in probs]})

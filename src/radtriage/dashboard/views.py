@@ -1,0 +1,261 @@
+"""Streamlit rendering of results: probabilities, Grad-CAM, the model's statement, DICOM tags, downloads.
+
+Every function takes already-computed results (from :mod:`engine`) and draws; none loads a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from radtriage.dashboard import engine, imaging, report, settings, tables
+from radtriage.dashboard.inputs import Example
+
+FLAG_COLOUR = "#e4572e"
+BAR_COLOUR = "#4c9be8"
+
+
+# --- page frame -----------------------------------------------------------------------------
+def header() -> None:
+    """Title and the research-use notice (shown on every page)."""
+    st.title("radtriage — radiograph triage")
+    st.warning(settings.NOTICE, icon=":material/warning:")
+
+
+def welcome() -> None:
+    st.markdown(
+        "Upload one or more radiographs (DICOM, PNG or JPG) in the sidebar, or open a bundled example. "
+        "A chest image gets 14 finding probabilities against each finding's operating threshold; "
+        "several upper-limb images form one MURA study with a normal/abnormal verdict. "
+        "Grad-CAM shows where the evidence for a finding lies."
+    )
+
+
+def failures(items: Sequence[engine.Failure]) -> None:
+    """The loader's one-sentence message for each file that could not be read."""
+    for f in items:
+        st.error(f"**{f.name}** could not be analysed: {f.message}", icon=":material/block:")
+
+
+def model_missing(message: str) -> None:
+    st.error(message, icon=":material/inventory_2:")
+    st.caption(f"Model folder: {settings.model_dir()} (set {settings.MODEL_DIR_ENV} to use another).")
+
+
+# --- what the model knows -------------------------------------------------------------------
+def model_statement(model: engine.Model) -> None:
+    """The model's own statement of what it knows, with its model card one click away."""
+    facts = model.facts
+    text = tables.model_statement(facts)
+    col_text, col_card = st.columns([5, 1], vertical_alignment="center")
+    with col_text:
+        if tables.only_synthetic(facts):
+            st.warning(f"**Not validated on real radiographs.** {text}", icon=":material/science:")
+        else:
+            st.info(text, icon=":material/info:")
+    with col_card, st.popover("Model card", width="stretch"):
+        if model.card:
+            st.markdown(model.card)
+        else:
+            st.caption("This model folder has no MODEL_CARD.md; its metadata follows.")
+        st.code(engine.metadata_json(model), language="json")
+
+
+# --- chest ----------------------------------------------------------------------------------
+def probability_chart(table: pd.DataFrame) -> dict:
+    """Vega-Lite spec: sorted horizontal bars of the probabilities, each class's threshold a tick.
+
+    A plain spec rather than Altair: Altair validates its schema on every rerun (~0.3 s here).
+    """
+    order = table["Finding"].tolist()
+    y = {"field": "Finding", "type": "nominal", "sort": order, "title": None, "axis": {"labelLimit": 220}}
+    tooltip = [{"field": "Finding"}, {"field": "Probability", "format": ".3f"},
+               {"field": "Threshold", "format": ".3f"}, {"field": "Validation AUROC (95% CI)"}, {"field": "Provenance"}]
+    colour = {"field": "Status", "type": "nominal", "title": None, "legend": {"orient": "bottom"},
+              "scale": {"domain": ["above threshold", "below threshold"], "range": [FLAG_COLOUR, BAR_COLOUR]}}
+    return {
+        "height": {"step": 24},
+        "transform": [{"calculate": "datum.Flagged ? 'above threshold' : 'below threshold'", "as": "Status"}],
+        "layer": [
+            {"mark": {"type": "bar", "cornerRadiusEnd": 2},
+             "encoding": {"x": {"field": "Probability", "type": "quantitative", "scale": {"domain": [0, 1]},
+                                "title": "probability"}, "y": y, "color": colour, "tooltip": tooltip}},
+            {"mark": {"type": "tick", "color": "white", "thickness": 3, "size": 18},
+             "encoding": {"x": {"field": "Threshold", "type": "quantitative"}, "y": y, "tooltip": tooltip}},
+        ],
+    }
+
+
+def chest_table(table: pd.DataFrame, example: Example | None) -> pd.DataFrame:
+    """The table shown under the chart; examples get their ground truth as a column."""
+    shown = table.copy()
+    if example is not None:
+        shown.insert(4, "Ground truth (phantom)", np.where(shown["Finding"].isin(example.findings), "present", ""))
+    return shown
+
+
+def chest_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, example: Example | None) -> None:
+    """One chest image: summary, chart against thresholds, Grad-CAM, table, tags and downloads."""
+    table = tables.probability_table(exam.probs, model.facts)
+    summary = tables.summary_sentence(table)
+    left, right = st.columns([1, 1], gap="large")
+    with right:
+        st.subheader("Findings")
+        if tables.flagged_findings(table):
+            st.error(summary, icon=":material/flag:")
+        else:
+            st.success(summary, icon=":material/check_circle:")
+        if example is not None:
+            st.info(example.truth_text(), icon=":material/target:")
+        st.vega_lite_chart(table, probability_chart(table), width="stretch")
+        st.caption("Bars: probability; white tick: the class's operating threshold (from the model's metadata).")
+    with left:
+        gradcam_panel(model, decoded, exam, table, summary, example)
+    model_statement(model)
+    st.dataframe(
+        chest_table(table, example),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "Probability": st.column_config.ProgressColumn("Probability", min_value=0.0, max_value=1.0, format="%.3f"),
+            "Threshold": st.column_config.NumberColumn("Threshold", format="%.3f"),
+            "Validation AUROC (95% CI)": st.column_config.TextColumn(
+                f"Validation AUROC (95% CI){' on ' + model.facts.split if model.facts.split else ''}"),
+        },
+    )
+    dicom_panel(decoded)
+    data_downloads(model, [decoded], table, summary, example, key=decoded.digest)
+
+
+@st.fragment
+def gradcam_panel(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, table: pd.DataFrame,
+                  summary: str, example: Example | None) -> None:
+    """Class selector + opacity slider + overlay; a fragment, so these widgets rerun only this panel."""
+    st.subheader("Grad-CAM")
+    classes = list(model.facts.classes)
+    ordered = table["Finding"].tolist()
+    default = ordered.index(classes[exam.default_class])
+    name = st.selectbox("Explain class", ordered, index=default, key=f"cam_class_{decoded.digest}",
+                        help="Default: the most probable flagged finding (else the most probable).")
+    opacity = st.slider("Heatmap opacity", 0.0, 1.0, settings.DEFAULT_OPACITY, 0.05, key=f"opacity_{decoded.digest}")
+    class_index = classes.index(name)
+    overlay = overlay_image(model, decoded, exam, class_index, opacity)
+    caption = f"Grad-CAM: {name} (p = {exam.probs[class_index]:.2f}) — {decoded.name}"
+    if overlay is None:
+        st.image(decoded.display, caption=decoded.name, width="stretch")
+        st.info(f"No localisation for {name}: the heatmap is flat (constant or not finite), so none is drawn.")
+    else:
+        st.image(overlay, caption=caption, width="stretch", output_format="JPEG")
+    panel = report.ImagePanel(decoded.name, decoded.display, overlay, caption)
+    facts = {"Model": model.facts.name, "File": decoded.name}
+    if example is not None:
+        facts["Ground truth"] = example.truth_text()
+    report_download(
+        lambda: report.Report("Chest radiograph — research triage report", [panel], table, summary,
+                              tables.model_statement(model.facts), facts),
+        key=f"report_{decoded.digest}_{class_index}",
+    )
+
+
+def overlay_image(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, class_index: int,
+                  opacity: float) -> np.ndarray | None:
+    """The blended Grad-CAM overlay (uint8 RGB at display size), or None for a degenerate map."""
+    heat, degenerate = engine.heatmap(model, decoded, exam, class_index)
+    if degenerate or imaging.is_degenerate(heat):
+        return None
+    heat_display, heat_rgb = engine.display_heatmap(model, decoded, class_index, heat)
+    return imaging.blend(decoded.display, heat_rgb, heat_display, opacity)
+
+
+# --- MURA -----------------------------------------------------------------------------------
+def mura_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: Sequence[engine.Examination],
+                study_type: str, example: Example | None) -> None:
+    """A study: verdict from the mean of its images, per-image probabilities and heatmaps."""
+    facts = model.facts
+    threshold = facts.thresholds[0]
+    probability, abnormal = engine.study_probability(model, list(decoded), list(exams))
+    verdict = "Abnormal" if abnormal else "Normal"
+    summary = (f"Study verdict ({study_type}, {len(exams)} image{'s' if len(exams) > 1 else ''}): {verdict} — "
+               f"mean probability of abnormal {probability:.2f} against the operating threshold {threshold:.2f}.")
+    st.subheader("Study")
+    (st.error if verdict == "Abnormal" else st.success)(summary, icon=":material/flag:" if verdict == "Abnormal" else "✅")
+    if example is not None:
+        st.info(example.truth_text(), icon=":material/target:")
+    model_statement(model)
+    table = tables.study_table([d.name for d in decoded], [e.probs[0] for e in exams])
+    table["Flagged"] = table["Probability of abnormal"] >= threshold
+    opacity = st.slider("Heatmap opacity", 0.0, 1.0, settings.DEFAULT_OPACITY, 0.05, key="mura_opacity")
+    panels = []
+    for col, d, e in zip(st.columns(min(len(decoded), 4) or 1) * 3, decoded, exams):
+        with col:
+            overlay = overlay_image(model, d, e, 0, opacity)
+            caption = f"{d.name}: p(abnormal) = {e.probs[0]:.2f}"
+            st.image(d.display if overlay is None else overlay, caption=caption, width="stretch",
+                     output_format="JPEG")
+            if overlay is None:
+                st.caption("No localisation: flat heatmap.")
+            panels.append(report.ImagePanel(d.name, d.display, overlay, f"Grad-CAM: {d.name}"))
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={"Probability of abnormal": st.column_config.ProgressColumn(
+            "Probability of abnormal", min_value=0.0, max_value=1.0, format="%.3f")},
+    )
+    for d in decoded:
+        dicom_panel(d)
+    key = engine.digest_of("".join(d.digest for d in decoded).encode())[:16]
+    extra = {"study_type": study_type, "study_probability": probability, "study_verdict": verdict,
+             "threshold": threshold}
+    data_downloads(model, list(decoded), table, summary, example, key=key, extra=extra)
+    facts_lines = {"Model": facts.name, "Study type": study_type}
+    if example is not None:
+        facts_lines["Ground truth"] = example.truth_text()
+    report_download(
+        lambda: report.Report("Upper-limb study — research triage report", panels, table, summary,
+                              tables.model_statement(facts), facts_lines),
+        key=f"report_{key}",
+    )
+
+
+# --- DICOM tags and downloads ---------------------------------------------------------------
+def dicom_panel(decoded: engine.Decoded) -> None:
+    """The safe metadata (no patient, institution or physician field is ever read)."""
+    meta = {k: v for k, v in decoded.metadata.as_dict().items() if v is not None}
+    with st.expander(f"Image information — {decoded.name} (safe tags only)"):
+        st.dataframe(pd.DataFrame({"Tag": list(meta), "Value": [str(v) for v in meta.values()]}),
+                     hide_index=True, width="stretch")
+        if decoded.radiograph.is_reduced:
+            st.caption("Large JPEG 2000 image: decoded at a reduced resolution level for display and analysis.")
+
+
+def data_downloads(model: engine.Model, decoded: Sequence[engine.Decoded], table: pd.DataFrame, summary: str,
+                   example: Example | None, key: str, extra: dict | None = None) -> None:
+    """CSV and JSON of the results (safe metadata only)."""
+    context = {"model": model.facts.name, "file": decoded[0].name if len(decoded) == 1 else "study"}
+    payload = {
+        "model": {"name": model.facts.name, "task": model.facts.task, "metrics_split": model.facts.split,
+                  "statement": tables.model_statement(model.facts)},
+        "summary": summary,
+        "images": [{"file": d.name, "metadata": d.metadata.as_dict()} for d in decoded],
+        "results": table,
+        **(extra or {}),
+    }
+    if example is not None:
+        payload["ground_truth"] = {"source": "synthetic phantom", "findings": list(example.findings),
+                                   "label": example.label}
+    c1, c2 = st.columns(2)
+    c1.download_button("Results (CSV)", report.results_csv(table, context), file_name="radtriage_results.csv",
+                       mime="text/csv", key=f"csv_{key}", on_click="ignore", width="stretch")
+    c2.download_button("Results (JSON)", report.results_json(payload), file_name="radtriage_results.json",
+                       mime="application/json", key=f"json_{key}", on_click="ignore", width="stretch")
+
+
+def report_download(make_report, key: str) -> None:
+    """A button whose PNG report is drawn only when clicked (matplotlib costs ~0.3 s)."""
+    st.download_button("One-page report (PNG)", lambda: report.report_png(make_report()),
+                       file_name="radtriage_report.png", mime="image/png", key=key, on_click="ignore",
+                       width="stretch", type="primary")

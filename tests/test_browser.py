@@ -1,0 +1,66 @@
+"""A real browser (Debian's chromium via Playwright) against the app served on 127.0.0.1.
+
+Uploads a DICOM, waits for the run to finish, checks the summary, the probability chart and the
+Grad-CAM image are drawn, and saves a screenshot (tmp path; also docs/dashboard.png when
+RADTRIAGE_SAVE_SCREENSHOT=1, then with the shipped models when model/ holds them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dashboard_support import CHROMIUM, REPO, AppServer, build_models, launch_chromium, wait_until_idle
+
+pytestmark = pytest.mark.browser
+
+DICOM = REPO / "app_images" / "chest_02_cardiomegaly.dcm"  # 2048 x 2048 JPEG 2000 phantom
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    if not Path(CHROMIUM).is_file():
+        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (scripts/setup.sh does as root)")
+    pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+    shipped = REPO / "model"
+    use_shipped = os.environ.get("RADTRIAGE_SAVE_SCREENSHOT") == "1" and (shipped / "chest" / "model.h5").is_file()
+    model_dir = shipped if use_shipped else build_models(tmp_path_factory.mktemp("models"))
+    with AppServer(model_dir) as app:
+        yield app
+
+
+def test_upload_dicom_shows_probabilities_and_heatmap(server: AppServer, tmp_path: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 1500})
+        page.goto(server.url, wait_until="domcontentloaded")
+        page.get_by_text("Bundled examples").wait_for(timeout=60_000)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(DICOM))
+        page.get_by_text("Grad-CAM: ").first.wait_for(timeout=120_000)
+        wait_until_idle(page)
+        summary = page.locator('[data-testid="stAlertContentError"], [data-testid="stAlertContentSuccess"]')
+        texts = " ".join(summary.all_inner_texts())
+        assert "above threshold" in texts
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() == 1
+        assert page.locator('[data-testid="stDataFrame"]').count() >= 1
+        image = page.locator('[data-testid="stImage"] img').first
+        image.wait_for()
+        box = image.bounding_box()
+        assert box is not None and box["width"] > 300 and box["height"] > 300
+        assert page.locator('[data-testid="stException"]').count() == 0
+        shot = tmp_path / "dashboard.png"
+        page.screenshot(path=str(shot), full_page=True)
+        browser.close()
+    assert shot.stat().st_size > 50_000
+    if os.environ.get("RADTRIAGE_SAVE_SCREENSHOT") == "1":
+        if server.model_dir == REPO / "model":
+            (REPO / "docs").mkdir(exist_ok=True)
+            shutil.copyfile(shot, REPO / "docs" / "dashboard.png")
+        else:  # a random-weight stand-in would make a misleading documentation picture
+            print("docs/dashboard.png not written: model/ holds no shipped models yet")
+    print(f"screenshot: {shot}")

@@ -1,0 +1,284 @@
+"""The Streamlit dashboard, driven in-process by Streamlit's AppTest (one test per user flow).
+
+Models are tiny random-weight stand-ins written in the artifact layout (tests/dashboard_models.py);
+the app finds them through RADTRIAGE_MODEL_DIR. Expected values are computed independently with
+the Predictor and the loader, never hard-coded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+pytest.importorskip("streamlit.testing.v1")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from dashboard_support import build_models  # noqa: E402
+from dicom_fixtures import PHI, dicom_bytes, make_dataset, png_bytes, smooth_texture  # noqa: E402
+from radtriage import radiograph  # noqa: E402
+from radtriage.dashboard import imaging, report, tables  # noqa: E402
+from radtriage.labels import CHEST_CLASSES, PROVENANCE_SYNTHETIC  # noqa: E402
+
+APP = Path(__file__).resolve().parents[1] / "app.py"
+TIMEOUT = 90  # first run imports TensorFlow and loads the model
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    pytest.importorskip("radtriage.inference", reason="radtriage.inference (the Predictor) is not available")
+    return build_models(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture()
+def app(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(model_dir))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def predictor(model_dir: Path, name: str):
+    from radtriage.inference import Predictor
+
+    return Predictor.from_dir(model_dir / name)
+
+
+def texts(at: AppTest) -> str:
+    """Every text the page shows (markdown, alerts, captions, tables), for content checks."""
+    parts = [e.value for kind in ("markdown", "error", "warning", "info", "success", "caption", "title",
+                                  "subheader") for e in getattr(at, kind)]
+    parts += [df.value.to_csv() for df in at.dataframe]
+    parts += [str(x.value) for x in at.get("json")]
+    return "\n".join(str(p) for p in parts)
+
+
+def image_captions(at: AppTest) -> list[str]:
+    return [c for image in at.get("image") for c in image.captions]
+
+
+def result_table(at: AppTest) -> pd.DataFrame:
+    return next(df.value for df in at.dataframe if "Probability" in df.value.columns)
+
+
+def limb_dicom(seed: int, body_part: str = "WRIST", phi: bool = False) -> bytes:
+    pixels = smooth_texture(160, 128, 4095, seed=seed)
+    return dicom_bytes(make_dataset(pixels, bits_stored=12, phi=phi, BodyPartExamined=body_part))
+
+
+def chest_dicom(phi: bool = True) -> bytes:
+    return dicom_bytes(make_dataset(smooth_texture(192, 160, 4095, seed=7), bits_stored=12, phi=phi))
+
+
+def probs_of(model_dir: Path, name: str, data: bytes) -> np.ndarray:
+    """The model's probabilities for a file, computed without the dashboard."""
+    p = predictor(model_dir, name)
+    return np.asarray(p.predict_batch(p.load_input(data)[1][None]))[0]
+
+
+def upload(at: AppTest, *files: tuple[str, bytes]) -> AppTest:
+    at.file_uploader(key="uploads").set_value([(n, d, "application/octet-stream") for n, d in files])
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+# --- flows ----------------------------------------------------------------------------------
+def test_landing_page_shows_notice_and_phantom_gallery(app: AppTest) -> None:
+    assert any("not a medical device" in w.value for w in app.warning)
+    buttons = [b for b in app.button if b.label == "Analyse"]
+    manifest = json.loads((APP.parent / "app_images" / "manifest.json").read_text())
+    assert len(buttons) == len(manifest["examples"])
+    assert "synthetic phantom" in texts(app)
+
+
+def test_pick_chest_example_shows_probabilities_truth_and_provenance(app: AppTest, model_dir: Path) -> None:
+    app.selectbox(key="example").set_value("chest_02_cardiomegaly")
+    app.run()
+    assert not app.exception
+    table = result_table(app)
+    data = (APP.parent / "app_images" / "chest_02_cardiomegaly.dcm").read_bytes()
+    expected = dict(zip(CHEST_CLASSES, probs_of(model_dir, "chest", data)))
+    assert sorted(table["Finding"]) == sorted(CHEST_CLASSES)
+    assert table["Probability"].is_monotonic_decreasing
+    for row in table.itertuples():
+        assert row.Probability == pytest.approx(expected[row.Finding], abs=1e-5)
+    meta = json.loads((model_dir / "chest" / "metadata.json").read_text())
+    assert dict(zip(table["Finding"], table["Provenance"])) == meta["provenance"]
+    assert dict(zip(table["Finding"], table["Threshold"])) == pytest.approx(meta["thresholds"])
+    aurocs = {r["class"]: f"{r['auroc']:.2f} ({r['auroc_lo']:.2f}–{r['auroc_hi']:.2f})"
+              for r in meta["metrics"]["validation"]["per_class"]}
+    shown = dict(zip(table["Finding"], table["Validation AUROC (95% CI)"]))
+    assert all(shown[c] == (aurocs[c] if c in aurocs else "not measured") for c in CHEST_CLASSES)
+    flagged = table.loc[table["Probability"] >= table["Threshold"], "Finding"].tolist()
+    assert table.loc[table["Flagged"], "Finding"].tolist() == flagged
+    assert (table["Ground truth (phantom)"] == "present").sum() == 1
+    assert table.loc[table["Ground truth (phantom)"] == "present", "Finding"].item() == "Cardiomegaly"
+    page = texts(app)
+    assert "Ground truth of this synthetic phantom" in page and "Cardiomegaly" in page
+    assert ("No finding above threshold." in page) == (not flagged)
+    assert meta["metrics"]["validation"]["split"] in page  # the split the AUROCs were measured on
+    assert [b.label for b in app.get("download_button")].count("One-page report (PNG)") == 1
+
+
+def test_upload_dicom_picks_chest_model_and_never_shows_identity(app: AppTest, model_dir: Path) -> None:
+    data = chest_dicom(phi=True)
+    upload(app, ("scan.dcm", data))
+    assert "Chosen from DICOM BodyPartExamined." in texts(app)
+    table = result_table(app)
+    expected = dict(zip(CHEST_CLASSES, probs_of(model_dir, "chest", data)))
+    assert all(row.Probability == pytest.approx(expected[row.Finding], abs=1e-5) for row in table.itertuples())
+    page = texts(app)
+    assert "CHEST" in page and "Synthetic Imaging Co" in page  # safe tags are shown
+    for value in PHI.values():
+        assert value not in page and value.split("^")[0] not in page
+
+
+def test_upload_png_asks_for_the_model(app: AppTest, model_dir: Path) -> None:
+    data = png_bytes((smooth_texture(150, 170, 255, seed=3)).astype(np.uint8))
+    upload(app, ("film.png", data))
+    assert not app.dataframe or "Probability" not in app.dataframe[0].value.columns
+    assert "Choose the model" in texts(app)
+    radio = next(r for r in app.radio if r.label == "Model")
+    radio.set_value("chest")
+    app.run()
+    assert not app.exception
+    table = result_table(app)
+    expected = dict(zip(CHEST_CLASSES, probs_of(model_dir, "chest", data)))
+    assert all(row.Probability == pytest.approx(expected[row.Finding], abs=1e-5) for row in table.itertuples())
+
+
+@pytest.mark.parametrize(
+    ("data", "error"),
+    [
+        (b"%PDF-1.4 definitely not a radiograph", radiograph.NotAnImageError),
+        (png_bytes(np.zeros((20, 20), np.uint8)), radiograph.ImageTooSmallError),
+        (dicom_bytes(make_dataset(np.zeros((2, 80, 80), np.uint16), frames=2)), radiograph.MultiFrameError),
+    ],
+)
+def test_bad_upload_shows_the_loaders_sentence(app: AppTest, data: bytes, error: type) -> None:
+    with pytest.raises(error) as raised:
+        radiograph.load(data)
+    upload(app, ("bad.bin", data))
+    messages = [e.value for e in app.error]
+    assert any(str(raised.value) in m and "bad.bin" in m for m in messages), messages
+    assert not app.exception
+
+
+def test_mura_study_of_three_views(app: AppTest, model_dir: Path) -> None:
+    files = [(f"view{i}.dcm", limb_dicom(seed=i)) for i in range(3)]
+    upload(app, *files)
+    page = texts(app)
+    assert "Study type: XR_WRIST (from DICOM BodyPartExamined)." in page
+    table = next(df.value for df in app.dataframe if "Probability of abnormal" in df.value.columns)
+    expected = [probs_of(model_dir, "mura", d)[0] for _, d in files]
+    assert table["Image"].tolist() == [n for n, _ in files]
+    assert table["Probability of abnormal"].to_numpy() == pytest.approx(expected, abs=1e-5)
+    meta = json.loads((model_dir / "mura" / "metadata.json").read_text())
+    mean, threshold = float(np.mean(expected)), meta["thresholds"]["Abnormal"]
+    verdict = "Abnormal" if mean >= threshold else "Normal"
+    assert f"{verdict} — mean probability of abnormal {mean:.2f}" in page
+    # the phantom-trained model says so, with every result
+    assert meta["provenance"]["Abnormal"] == PROVENANCE_SYNTHETIC
+    assert any("Not validated on real radiographs" in w.value for w in app.warning)
+    captions = image_captions(app)
+    for (name, _), p in zip(files, expected):
+        assert f"{name}: p(abnormal) = {p:.2f}" in captions
+
+
+def test_limb_dicom_sent_to_chest_model_is_warned(app: AppTest) -> None:
+    upload(app, ("hand.dcm", limb_dicom(seed=5, body_part="HAND")))
+    radio = next(r for r in app.radio if r.label == "Model")
+    assert radio.value == "mura"
+    radio.set_value("chest")
+    app.run()
+    assert any("BodyPartExamined is 'HAND'" in w.value and "meaningless" in w.value for w in app.warning)
+
+
+def test_switch_gradcam_class_redraws_for_that_class(app: AppTest, model_dir: Path) -> None:
+    app.selectbox(key="example").set_value("chest_03_pleural_effusion")
+    app.run()
+    selector = next(s for s in app.selectbox if s.label == "Explain class")
+    table = result_table(app)
+    flagged = table.loc[table["Flagged"], "Finding"].tolist()
+    assert selector.value == (flagged[0] if flagged else table["Finding"][0])
+    other = table["Finding"].iloc[-1]
+    selector.set_value(other)
+    app.run()
+    assert not app.exception
+    assert any(c.startswith(f"Grad-CAM: {other} (p = ") for c in image_captions(app))
+
+
+def test_missing_model_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(tmp_path))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key="example").set_value("chest_01_normal")
+    at.run()
+    assert not at.exception
+    assert any("model is not installed" in e.value for e in at.error)
+
+
+def test_report_download_button_and_report_content(app: AppTest) -> None:
+    app.selectbox(key="example").set_value("chest_05_nodule_mass")
+    app.run()
+    button = next(b for b in app.get("download_button") if b.label == "One-page report (PNG)")
+    button.click()
+    app.run()
+    assert not app.exception
+    labels = [b.label for b in app.get("download_button")]
+    assert {"Results (CSV)", "Results (JSON)", "One-page report (PNG)"} <= set(labels)
+
+
+# --- pure pieces ----------------------------------------------------------------------------
+def test_report_png_csv_json_hold_the_results() -> None:
+    from dashboard_support import chest_fields
+
+    facts = tables.model_facts({"name": "chest", "task": "chest", "classes": list(CHEST_CLASSES), **chest_fields()})
+    probs = np.linspace(0.05, 0.9, len(CHEST_CLASSES))
+    table = tables.probability_table(probs, facts)
+    image = np.tile(np.arange(200, dtype=np.uint8), (150, 1))
+    panel = report.ImagePanel("x.dcm", image, np.stack([image] * 3, -1), "Grad-CAM: Nodule/Mass")
+    png = report.report_png(report.Report("title", [panel], table, tables.summary_sentence(table),
+                                          tables.model_statement(facts)))
+    with Image.open(io.BytesIO(png)) as im:
+        assert im.format == "PNG" and im.size[1] > im.size[0] > 600
+    csv = pd.read_csv(io.BytesIO(report.results_csv(table, {"model": "chest"})))
+    assert len(csv) == 14 and (csv["model"] == "chest").all()
+    assert csv["Probability"].to_numpy() == pytest.approx(np.sort(probs)[::-1], abs=1e-4)
+    payload = json.loads(report.results_json({"results": table, "p": np.float32(0.5)}))
+    assert "not a medical device" in payload["notice"] and len(payload["results"]) == 14
+
+
+def test_tables_flags_and_statement() -> None:
+    from dashboard_support import chest_fields, mura_fields
+
+    facts = tables.model_facts({"name": "chest", "task": "chest", "classes": list(CHEST_CLASSES), **chest_fields()})
+    probs = np.array(facts.thresholds) - 0.01
+    table = tables.probability_table(probs, facts)
+    assert not table["Flagged"].any() and tables.summary_sentence(table) == "No finding above threshold."
+    probs[3] = facts.thresholds[3]  # exactly at threshold counts as flagged
+    table = tables.probability_table(probs, facts)
+    assert tables.flagged_findings(table) == [CHEST_CLASSES[3]]
+    assert re.search(r"7 of 14 classes learned from real", tables.model_statement(facts))
+    mura = tables.model_facts({"name": "mura", "task": "mura", "classes": ["Abnormal"], **mura_fields()})
+    assert mura.auroc == (0.55,) and mura.split.endswith("(study level)")
+    assert tables.only_synthetic(mura) and "synthetic phantoms only" in tables.model_statement(mura)
+
+
+def test_degenerate_heatmaps_and_blend() -> None:
+    assert imaging.is_degenerate(np.full((8, 8), 0.3)) and imaging.is_degenerate(np.full((8, 8), np.nan))
+    heat = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
+    assert not imaging.is_degenerate(heat)
+    gray = np.full((8, 8), 100, np.uint8)
+    rgb = imaging.colorize(heat, "jet")
+    assert np.array_equal(imaging.blend(gray, rgb, heat, 0.0), np.stack([gray] * 3, -1))
+    full = imaging.blend(gray, rgb, heat, 1.0)
+    assert np.array_equal(full[-1, -1], rgb[-1, -1]) and np.array_equal(full[0, 0], [100, 100, 100])
