@@ -377,14 +377,13 @@ def predict_files(predictor: Any, files: Sequence[Path], studies: str = "auto", 
 
     report = report or (lambda line: tqdm.write(line, file=sys.stderr))
     classes, thresholds = predictor.classes, [float(t) for t in predictor.thresholds]
-    size = predictor.preprocess_config.size
     batcher = _Batcher(predictor, max(1, batch_size))
     errors: list[dict[str, Any]] = []
     for path in tqdm(files, desc="predict", unit="img", disable=not progress, file=sys.stderr):
         row = {"level": "image", "file": path.as_posix(), "study": study_of(path, studies) or "",
                "study_type": study_type_of(path)}
         try:
-            x = predictor.prepare_input(radiograph.load(path, min_side=size))
+            x = predictor.load_input(path)[1]
         except radiograph.RadiographError as err:
             errors.append({**row, "status": "error", "error_code": err.code, "error": str(err)})
         except Exception as err:  # noqa: BLE001 - one odd file must not abort the batch

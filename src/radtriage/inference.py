@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from radtriage.artifact import Artifact, ArtifactError, ModelMetadata, load_artifact
 from radtriage.gradcam import GradCam
-from radtriage.preprocess import PreprocessConfig, preprocess
+from radtriage.preprocess import PreprocessConfig, load_and_preprocess, preprocess
 
 LOGITS_LAYER = "logits"
 CHUNK = 64  # images per graph call in predict_batch: bounds memory for large batches
@@ -154,6 +154,14 @@ class Predictor:
         """Raw radiograph pixels (2-D in [0, 1], or a Radiograph) -> model input (S, S, 1) float32 in [0, 1]."""
         pixels = getattr(radiograph, "pixels", radiograph)
         return preprocess(np.asarray(pixels, np.float32), self.preprocess_config)
+
+    def load_input(self, source: Any, name: str | None = None) -> tuple[Any, np.ndarray]:
+        """A file (path or bytes) -> (Radiograph, model input (S, S, 1) float32 in [0, 1]).
+
+        Goes through :func:`radtriage.preprocess.load_and_preprocess`, the path every caller shares
+        (the decode resolution of JPEG 2000 is part of the preprocessing).
+        """
+        return load_and_preprocess(source, self.preprocess_config, name=name)
 
     def _as_input(self, image: Any) -> np.ndarray:
         """(S, S, 1) model input from raw pixels, a Radiograph, or an already preprocessed array."""

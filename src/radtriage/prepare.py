@@ -28,7 +28,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from radtriage import radiograph
-from radtriage.preprocess import PreprocessConfig, preprocess
+from radtriage.preprocess import PreprocessConfig, load_and_preprocess
 
 CACHE_DTYPE = np.float16
 CONFIG_FILE = "config.json"
@@ -156,8 +156,7 @@ def prepare_one(image_id: str, path: object, out_file: str, config: PreprocessCo
     if not isinstance(path, (str, Path)) or not str(path):
         return image_id, "no_path", "The table gives no file for this image."
     try:
-        pixels = radiograph.load(path, min_side=config.size).pixels
-        array = preprocess(pixels, config).astype(CACHE_DTYPE)
+        array = load_and_preprocess(path, config)[1].astype(CACHE_DTYPE)
     except radiograph.RadiographError as err:
         return image_id, err.code, str(err)
     except Exception as err:  # noqa: BLE001 - one bad image must not abort a 15,000-image run

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from PIL import Image
+
+from radtriage import radiograph
 
 PREPROCESS_VERSION = 1
 ResizePolicy = Literal["pad", "crop"]
@@ -155,3 +158,26 @@ def content_box(shape: tuple[int, int], config: PreprocessConfig) -> tuple[int, 
     scale = config.size / max(h, w)
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
     return (config.size - new_h) // 2, (config.size - new_w) // 2, new_h, new_w
+
+
+def load_and_preprocess(source: str | Path | bytes, config: PreprocessConfig, *,
+                        name: str | None = None) -> tuple[radiograph.Radiograph, np.ndarray]:
+    """Load a file and make its model input: the one path from a file to a model's input.
+
+    The loader decodes JPEG 2000 at the coarsest resolution level with at least ``config.size``
+    pixels a side; that decode is part of the preprocessing, so training caches, the CLI, the
+    dashboard and reference predictions all go through here.
+
+    Args:
+        source: path or bytes of a DICOM, PNG or JPEG file.
+        config: the model's preprocessing parameters.
+        name: display name for bytes input.
+
+    Returns:
+        The loaded :class:`radiograph.Radiograph` and its model input, float32 (size, size, 1) in [0, 1].
+
+    Raises:
+        radiograph.RadiographError: the file cannot be used (its message says why).
+    """
+    rg = radiograph.load(source, min_side=config.size, name=name)
+    return rg, preprocess(rg.pixels, config)

@@ -853,8 +853,8 @@ def _file_sha256(path: Path) -> str:
 def reference_outputs(predictor: Any, examples_dir: str | Path) -> dict[str, Any]:
     """The predictor's calibrated outputs on every bundled example (public load + preprocess path).
 
-    Every file is loaded with ``radiograph.load(path, min_side=preprocess size)`` (as the prepare
-    cache and the CLI do), preprocessed by ``Predictor.prepare_input`` and predicted one by one.
+    Every file goes through ``Predictor.load_input`` (the shared load + preprocess path of the
+    prepare cache, the CLI and the dashboard) and is predicted one by one.
     """
     size = predictor.preprocess_config.size
     task_anatomy = {"chest": "chest", "mura": "limb"}[predictor.metadata.task]
@@ -862,8 +862,7 @@ def reference_outputs(predictor: Any, examples_dir: str | Path) -> dict[str, Any
     for ex in example_files(examples_dir):
         files, probs = [], []
         for path in ex["files"]:
-            rg = radiograph.load(path, min_side=size)
-            p = predictor.predict_batch(predictor.prepare_input(rg)[None])[0]
+            p = predictor.predict_batch(predictor.load_input(path)[1][None])[0]
             probs.append(p)
             files.append({"file": path.name, "sha256": _file_sha256(path),
                           "probabilities": [float(v) for v in p]})
@@ -929,7 +928,6 @@ def check_reference_predictions(model_dir: str | Path, atol: float = DEFAULT_ATO
         examples_dir = candidate if candidate.is_dir() else Path("app_images")
     examples_dir = Path(examples_dir)
     predictor = Predictor.from_dir(model_dir)
-    size = int(stored["loader"]["min_side"])
     mismatches, n, worst = [], 0, 0.0
     for ex in stored["examples"]:
         for f in ex["files"]:
@@ -940,7 +938,7 @@ def check_reference_predictions(model_dir: str | Path, atol: float = DEFAULT_ATO
             if _file_sha256(path) != f["sha256"]:
                 mismatches.append(f"{f['file']}: the example file changed since the reference was made.")
                 continue
-            p = predictor.predict_batch(predictor.prepare_input(radiograph.load(path, min_side=size))[None])[0]
+            p = predictor.predict_batch(predictor.load_input(path)[1][None])[0]
             diff = float(np.max(np.abs(p - np.asarray(f["probabilities"]))))
             n += 1
             worst = max(worst, diff)
