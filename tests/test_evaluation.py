@@ -346,3 +346,10 @@ def test_model_card_calls_out_phantom_only_and_missing_metrics(tmp_path) -> None
     assert "phantom test studies" in card and "| overall | 3 | 2 | 0.667 | 1.000 |" in card
     with pytest.raises(ValueError, match="classes"):
         write_model_card({"name": "x"}, tmp_path / "x.md")
+
+
+def test_model_card_accepts_one_scalar_temperature(bundle, tmp_path) -> None:
+    metadata, plots = bundle
+    card = write_model_card({**metadata, "temperature": 1.5}, tmp_path / "MODEL_CARD.md", plots).read_text()
+    calibration = card.split("## Calibration")[1].split("##")[0]
+    assert all(f"| {c} | 1.50 |" in calibration for c in CHEST_CLASSES)

@@ -44,11 +44,13 @@ def _with_ci(value: Any, lo: Any, hi: Any, digits: int = 3) -> str:
 
 
 def _per_class(value: Any, classes: Sequence[str]) -> dict[str, Any]:
-    """Dict or class-ordered list -> dict class -> value (missing classes absent)."""
+    """Dict, class-ordered list or one scalar for all -> dict class -> value (missing classes absent)."""
     if value is None:
         return {}
     if isinstance(value, Mapping):
         return dict(value)
+    if isinstance(value, (int, float, str)):
+        return {c: value for c in classes}
     return dict(zip(classes, value))
 
 
