@@ -206,6 +206,15 @@ def run_config_from_args(args: argparse.Namespace) -> Any:
     else:
         run = MuraRunConfig() if args.task == "mura" else ChestRunConfig()
     d = run.to_dict()
+    generic = (("model_dir", "model_dir"), ("threshold_rule", "threshold_rule"), ("n_boot", "n_boot"),
+               ("cache", "cache_dir"), ("workers", "workers"))
+    if "train" not in d:  # the front-end chest recipe: no Keras training loop, no data flags
+        for flag, key in generic:
+            if getattr(args, flag) is not None:
+                d[key] = getattr(args, flag)
+        if args.no_progress:
+            d["progress"] = False
+        return type(run).from_dict(d)
     train = d["train"]
     if args.data:
         sources = []
@@ -224,8 +233,7 @@ def run_config_from_args(args: argparse.Namespace) -> Any:
     elif args.synthetic:
         for s in d.get("sources", [d.get("source")]):
             s["synthetic"] = True
-    for flag, key in (("model_dir", "model_dir"), ("threshold_rule", "threshold_rule"), ("n_boot", "n_boot"),
-                      ("cache", "cache_dir"), ("workers", "workers")):
+    for flag, key in generic:
         if getattr(args, flag) is not None:
             d[key] = getattr(args, flag)
     for flag, key in (("architecture", "architecture"), ("epochs", "epochs"), ("batch_size", "batch_size"),
