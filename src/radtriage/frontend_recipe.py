@@ -180,7 +180,6 @@ def train_frontend_chest(run: FrontEndChestRunConfig) -> RunResult:
              for n, p in parts.items()}
     y = {n: p[classes].to_numpy(np.float32) for n, p in parts.items()}
 
-    real_idx = [classes.index(c) for c in REAL_CLASSES]
     syn_idx = [classes.index(c) for c in SYNTHETIC_CLASSES]
     head_real = frontends.fit_head(feats["nih_train"], _only(y["nih_train"], REAL_CLASSES), c=run.c)
     head_syn = frontends.fit_head(feats["phantom_train"], _only(y["phantom_train"], SYNTHETIC_CLASSES), c=run.c)
