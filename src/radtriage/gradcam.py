@@ -91,8 +91,16 @@ class GradCam:
         return int(self._fn.experimental_get_tracing_count())
 
     def _compute(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        probs, cam, degenerate, _ = self._compute_indexed(x, class_index)
+        return probs, cam, degenerate
+
+    def _compute_indexed(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+        """As ``_compute``, and a negative ``class_index`` means the first image's most probable class,
+        chosen from the same forward pass (no second pass). Also returns the class explained."""
         with tf.GradientTape() as tape:
             features, score, probs = self._multi(x, training=False)
+            class_index = tf.cond(class_index < 0, lambda: tf.cast(tf.argmax(probs[0]), tf.int32),
+                                  lambda: class_index)
             # images are independent at inference, so d(sum)/d(features) holds each image's gradient
             target = tf.reduce_sum(tf.gather(score, class_index, axis=1))
         grads = tape.gradient(target, features)
@@ -106,7 +114,7 @@ class GradCam:
         degenerate = tf.logical_or(tf.logical_not(finite), flat)
         cam = tf.math.divide_no_nan(cam - lo, hi - lo)
         cam = tf.where(degenerate[:, None, None], tf.zeros_like(cam), cam)
-        return probs, tf.clip_by_value(cam, 0.0, 1.0), degenerate
+        return probs, tf.clip_by_value(cam, 0.0, 1.0), degenerate, class_index
 
     def __call__(self, x: np.ndarray, class_index: int) -> GradCamResult:
         """Probabilities and the Grad-CAM heatmap of class ``class_index`` for each image.

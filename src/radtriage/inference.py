@@ -83,14 +83,7 @@ class _TopClassGradCam(GradCam):
     """GradCam whose class index may be -1: the top calibrated class of the first image, chosen in-graph."""
 
     def _compute(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        # the top class needs its own forward pass before the taped one (GradCam takes a fixed index)
-        class_index = tf.cond(
-            class_index < 0,
-            lambda: tf.cast(tf.argmax(self.model(x, training=False)[0]), tf.int32),
-            lambda: class_index,
-        )
-        probs, cams, degenerate = super()._compute(x, class_index)
-        return probs, cams, degenerate, class_index
+        return self._compute_indexed(x, class_index)  # one forward pass, top class chosen inside it
 
     def run(self, x: np.ndarray, class_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         probs, cams, degenerate, index = self._fn(tf.constant(x, tf.float32), tf.constant(class_index, tf.int32))
