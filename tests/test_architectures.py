@@ -82,3 +82,19 @@ def test_bad_names_and_sizes_raise() -> None:
         build_model("resnet9000", SIZE, 1)
     with pytest.raises(ValueError, match="divisible"):
         build_model("small_cnn", 36, 1, depth=4)
+
+
+@pytest.mark.parametrize("pooling", ["max", "avgmax"])
+def test_small_cnn_pooling_and_bn_momentum(pooling: str) -> None:
+    model = build_model("small_cnn", SIZE, 2, width=8, depth=3, pooling=pooling, bn_momentum=0.9)
+    assert is_flat(model) and model.get_layer("gradcam_target") is not None
+    assert all(layer.momentum == 0.9 for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    # max pooling answers to one bright spot that an average over the map would dilute
+    x = np.zeros((2, SIZE, SIZE, 1), np.float32)
+    x[1, 30:33, 30:33] = 1.0
+    features = keras.Model(model.inputs, model.get_layer("pool").output)(x).numpy()
+    assert features.shape == (2, 32 if pooling == "max" else 64) and not np.allclose(features[0], features[1])
+    probs = model(x).numpy()
+    assert probs.shape == (2, 2) and ((probs >= 0) & (probs <= 1)).all()
+    with pytest.raises(ValueError, match="pooling"):
+        build_model("small_cnn", SIZE, 1, pooling="median")

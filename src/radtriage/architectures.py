@@ -39,10 +39,26 @@ def _stem(input_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     return inputs, x
 
 
+POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax")
+
+
+def _pool(features: keras.KerasTensor, pooling: str) -> keras.KerasTensor:
+    """Global pooling: "avg" (diffuse findings), "max" (small local findings: an average over the
+    whole map dilutes a lesion a few cells wide), or "avgmax" (both, concatenated)."""
+    if pooling == "avg":
+        return layers.GlobalAveragePooling2D(name="pool")(features)
+    if pooling == "max":
+        return layers.GlobalMaxPooling2D(name="pool")(features)
+    if pooling == "avgmax":
+        avg = layers.GlobalAveragePooling2D(name="pool_avg")(features)
+        return layers.Concatenate(name="pool")([avg, layers.GlobalMaxPooling2D(name="pool_max")(features)])
+    raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+
+
 def _head(inputs: keras.KerasTensor, features: keras.KerasTensor, n_outputs: int, dropout: float,
-          name: str) -> keras.Model:
+          name: str, pooling: str = "avg") -> keras.Model:
     """Features (already named ``gradcam_target``) -> pooled -> logits -> sigmoid probabilities."""
-    x = layers.GlobalAveragePooling2D(name="pool")(features)
+    x = _pool(features, pooling)
     x = layers.Dropout(dropout, name="dropout")(x)
     logits = layers.Dense(n_outputs, name=LOGITS_LAYER)(x)
     probs = layers.Activation("sigmoid", name=OUTPUT_LAYER, dtype="float32")(logits)
@@ -50,13 +66,14 @@ def _head(inputs: keras.KerasTensor, features: keras.KerasTensor, n_outputs: int
 
 
 def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str, kernel: int = 3,
-                  strides: int = 1) -> keras.KerasTensor:
+                  strides: int = 1, bn_momentum: float = 0.99) -> keras.KerasTensor:
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return layers.Activation("relu", name=name)(x)
 
 
-def small_cnn(input_size: int, n_outputs: int, width: int = 32, depth: int = 4, dropout: float = 0.3) -> keras.Model:
+def small_cnn(input_size: int, n_outputs: int, width: int = 32, depth: int = 4, dropout: float = 0.3,
+              pooling: str = "avg", bn_momentum: float = 0.99) -> keras.Model:
     """A small VGG-like baseline: ``depth`` blocks of 2 x (Conv3x3-BN-ReLU) + max-pool, width doubling.
 
     Args:
@@ -65,21 +82,27 @@ def small_cnn(input_size: int, n_outputs: int, width: int = 32, depth: int = 4, 
         width: filters of the first block (doubles per block, capped at 8x).
         depth: number of blocks (the last one is not pooled, it is the Grad-CAM target).
         dropout: dropout rate before the logits, in [0, 1).
+        pooling: global pooling of the last block, "avg", "max" or "avgmax" (see :func:`_pool`).
+        bn_momentum: momentum of the batch-norm moving statistics, in (0, 1). Short runs (a few
+            hundred steps) need ~0.9: with 0.99 the inference-time statistics lag the weights,
+            which max pooling (driven by extreme activations) is most sensitive to.
 
     Returns:
         Flat model (N, S, S, 1) in [0, 1] -> (N, n_outputs) in [0, 1].
     """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if input_size % 2 ** (depth - 1):
         raise ValueError(f"input_size {input_size} must be divisible by 2**(depth-1) = {2 ** (depth - 1)}")
     inputs, x = _stem(input_size)
     for b in range(depth):
         filters = width * 2 ** min(b, 3)
-        x = _conv_bn_relu(x, filters, f"block{b + 1}_a")
+        x = _conv_bn_relu(x, filters, f"block{b + 1}_a", bn_momentum=bn_momentum)
         last = b == depth - 1
-        x = _conv_bn_relu(x, filters, GRADCAM_LAYER if last else f"block{b + 1}_b")
+        x = _conv_bn_relu(x, filters, GRADCAM_LAYER if last else f"block{b + 1}_b", bn_momentum=bn_momentum)
         if not last:
             x = layers.MaxPooling2D(name=f"block{b + 1}_pool")(x)
-    return _head(inputs, x, n_outputs, dropout, "small_cnn")
+    return _head(inputs, x, n_outputs, dropout, "small_cnn", pooling)
 
 
 def _dense_block(x: keras.KerasTensor, n_layers: int, growth: int, name: str) -> keras.KerasTensor:

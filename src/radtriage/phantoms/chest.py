@@ -399,7 +399,7 @@ def _fibrosis(sc: _Scene, rng, sev: float):
 def _pleural_thickening(sc: _Scene, rng, sev: float):
     side = sc.lung_sides[_side(sc, rng)]
     dist = ndimage.distance_transform_edt(side).astype(np.float32)
-    thick = (0.006 + 0.012 * sev) * sc.h
+    thick = (0.012 + 0.012 * sev) * sc.h
     ys = np.nonzero(side.any(axis=1))[0]
     if rng.random() < 0.5:  # apical cap
         region = sc.y < ys.min() + 0.18 * (ys.max() - ys.min())

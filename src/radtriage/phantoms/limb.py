@@ -27,6 +27,11 @@ ASPECT: dict[str, float] = {"XR_ELBOW": 0.85, "XR_FINGER": 0.45, "XR_FOREARM": 0
                             "XR_HUMERUS": 0.7, "XR_SHOULDER": 1.0, "XR_WRIST": 0.6}
 _ANATOMY, _VIEW, _ABNORMAL, _EXPOSURE = 0, 1, 2, 3
 _METAL = 2.6
+# Abnormalities are placed at least this far (canonical units) inside the image frame, so pose
+# jitter (scale, shift, rotation) never moves one out of the picture: an abnormal label needs a
+# visible abnormality.
+_FRAME_MARGIN = 0.08
+_PLACEMENT_TRIES = 30
 
 
 @dataclass(frozen=True)
@@ -176,7 +181,7 @@ def _bone_density(b: Bone, shape: tuple[int, int], lesion: _Lesion | None = None
     dens = (outer - 0.75 * inner) / max(b.ws, 1.0) * 0.55
     if lesion is not None:
         if lesion.kind == "fracture":
-            gap = 0.08 * b.ws + 0.6
+            gap = 0.2 * b.ws + 0.8
             dens = dens * (1 - lesion.strength * np.exp(-(((t - line_t) * length) / gap) ** 2))
         elif lesion.kind == "lytic lesion":
             e = dr.ellipsoid(t * length, d, lesion.t * length, lesion.d * b.ws, lesion.size * b.ws,
@@ -214,24 +219,42 @@ def _degeneration(bones: list[Bone], les: _Lesion, shape) -> np.ndarray:
     r = b.w1 if end_t else b.w0
     for sgn in (-1, 1):  # marginal osteophytes
         cx, cy = _point(b, end_t + (0.02 if end_t else -0.02), sgn * r * 1.02)
-        dr.add_ellipsoid(dens, cx, cy, 0.22 * r * (0.6 + les.size / 3), 0.12 * r + 1, 0.0, 0.5 * les.strength + 0.3)
+        dr.add_ellipsoid(dens, cx, cy, 0.22 * r * (0.7 + les.size / 3) + 0.5, 0.14 * r + 1.2, 0.0,
+                         0.4 * les.strength + 0.6)
     cx, cy = _point(b, end_t, 0.0)
-    dr.add_ellipsoid(dens, cx, cy, 0.85 * r, 0.2 * r + 1, np.arctan2(b.p1[1] - b.p0[1], b.p1[0] - b.p0[0]) + np.pi / 2,
-                     0.25 + 0.25 * les.strength)
+    dr.add_ellipsoid(dens, cx, cy, 0.85 * r, 0.25 * r + 1.5, np.arctan2(b.p1[1] - b.p0[1], b.p1[0] - b.p0[0]) + np.pi / 2,
+                     0.45 + 0.25 * les.strength)
     return dens
 
 
-def _draw_lesion(rng: np.random.Generator, bones: list[Bone], kind: str, sev: float) -> _Lesion:
+def _lesion_in_frame(bones: list[Bone], les: _Lesion, aspect: float) -> bool:
+    """True when the abnormality's centre (canonical units) lies inside the frame, with a margin."""
+    t = (1.0 if les.t > 0.5 else 0.0) if les.kind == "degeneration" else les.t
+    x, y = _point(bones[les.bone], t, 0.0)
+    return _FRAME_MARGIN < y < 1 - _FRAME_MARGIN and abs(x) < aspect / 2 - _FRAME_MARGIN
+
+
+def _draw_lesion(rng: np.random.Generator, bones: list[Bone], kind: str, sev: float, aspect: float = 1.0) -> _Lesion:
+    """One abnormality on a long bone, redrawn (same stream) until it lies inside the frame."""
+    les = _draw_lesion_once(rng, bones, kind, sev)
+    for _ in range(_PLACEMENT_TRIES):
+        if _lesion_in_frame(bones, les, aspect):
+            break
+        les = _draw_lesion_once(rng, bones, kind, sev)
+    return les
+
+
+def _draw_lesion_once(rng: np.random.Generator, bones: list[Bone], kind: str, sev: float) -> _Lesion:
     longs = [i for i, b in enumerate(bones) if b.long] or list(range(len(bones)))
     i = int(rng.choice(longs))
     if kind == "fracture":
-        return _Lesion(kind, i, rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.9) * sev + 0.1, 1.0,
-                       rng.uniform(-0.6, 0.6), 0.6 + 0.35 * sev)
+        return _Lesion(kind, i, rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.9) * sev + 0.3, 1.0,
+                       rng.uniform(-0.6, 0.6), 0.75 + 0.25 * sev)
     if kind == "hardware":
         return _Lesion(kind, i, rng.uniform(0.4, 0.6), rng.choice([-1.0, 1.0]), 1 + 2 * sev, 0.0, sev)
     if kind == "lytic lesion":
         return _Lesion(kind, i, rng.choice([rng.uniform(0.12, 0.25), rng.uniform(0.75, 0.88)]),
-                       rng.uniform(-0.3, 0.3), 0.5 + 0.5 * sev, rng.uniform(-0.4, 0.4), 0.5 + 0.4 * sev)
+                       rng.uniform(-0.3, 0.3), 1.0 + 0.6 * sev, rng.uniform(-0.4, 0.4), 0.75 + 0.2 * sev)
     if kind == "degeneration":
         return _Lesion(kind, i, rng.choice([0.0, 1.0]), 0.0, 1 + 2 * sev, 0.0, sev)
     raise ValueError(f"unknown limb abnormality {kind!r}; known: {', '.join(LIMB_ABNORMALITIES)}")
@@ -285,7 +308,7 @@ def render_limb(study_type: str, seed: int, view: int = 0, size: int = 512,
     bones = _pose(canon, vname, vrng, h, w, study_type)
     arng = dr.rng_for(seed, _ABNORMAL)
     sev = float(arng.uniform(0.25, 1.0) if severity is None else severity)
-    lesion = _draw_lesion(arng, canon, abnormality, sev) if abnormality else None
+    lesion = _draw_lesion(arng, canon, abnormality, sev, ASPECT[study_type]) if abnormality else None
 
     bone = _render_bones(bones, shape, None)
     soft = _soft_tissue(bones, shape, h)
