@@ -62,6 +62,13 @@ PHANTOM_MANUFACTURER = "radtriage phantom generator"  # written by radtriage.pha
 REFERENCE_FILE = "reference_predictions.json"
 CARD_FILE = "MODEL_CARD.md"
 MANIFEST_FILE = "manifest.json"
+PHANTOM_MURA_STATEMENT = (
+    "No real normal/abnormal upper-limb radiographs were available: this model was trained, validated and "
+    "tested on synthetic limb phantoms only (radtriage.phantoms, written in the MURA-v1.1 layout), so its "
+    "performance on real radiographs is unknown and its outputs are demonstrations, not findings. "
+    "The way to a real model is retraining on MURA-v1.1 with notebooks/train_mura.ipynb."
+)
+PHANTOM_MURA_VALID_FRACTION = 0.2  # patients of rendered MURA-layout phantoms that go to "valid"
 IN_MEMORY_LIMIT_BYTES = 2_000_000_000  # larger splits are stacked into a float16 memmap instead
 PREDICT_BATCH = 64
 DEFAULT_ATOL = 1e-4
@@ -84,10 +91,14 @@ class DataSource:
             ``radtriage.phantoms.write_vinbigdata``); their labels count as synthetic.
         policy: VinBigData reader-vote policy: "any", "majority" or "soft".
         name: source name in merged tables (default: ``kind``); must be unique within a run.
-        n: phantom_chest only: number of images.
-        size: phantom_chest only: image side in pixels (>= 64).
-        seed: phantom_chest only: generator seed.
-        prevalence: phantom_chest only: per-class probability of a finding.
+        n: phantom_chest: number of images. mura: 0 reads the folder as it is; > 0 renders that
+            many limb phantom STUDIES into ``path`` in the MURA-v1.1 layout first (unless already
+            there; ``PHANTOM_MURA_VALID_FRACTION`` of the patients go to ``valid``), which makes the
+            source synthetic.
+        size: phantoms only: image side (chest) or height (limb) in pixels (>= 64).
+        seed: phantoms only: generator seed.
+        prevalence: phantoms only: per-class probability of a finding (chest), or of an abnormal
+            study (limb).
     """
 
     kind: str
@@ -107,6 +118,8 @@ class DataSource:
             self.synthetic = True
             if self.n < 1:
                 raise ValueError("a phantom_chest source needs n >= 1 images")
+        if self.kind == "mura" and self.n > 0:
+            self.synthetic = True  # rendered limb phantoms
 
     @property
     def label(self) -> str:
@@ -288,7 +301,11 @@ def run_config_from_dict(d: dict[str, Any]) -> RunConfig:
         return ChestRunConfig.from_dict(d)
     if task == "mura":
         return MuraRunConfig.from_dict(d)
-    raise ValueError(f"a run config needs \"task\": \"chest\" or \"mura\", got {task!r}")
+    if task == "chest_frontend":
+        from radtriage.frontend_recipe import FrontEndChestRunConfig
+
+        return FrontEndChestRunConfig.from_dict(d)
+    raise ValueError(f"a run config needs \"task\": \"chest\", \"chest_frontend\" or \"mura\", got {task!r}")
 
 
 def load_run_config(path: str | Path) -> RunConfig:
@@ -323,7 +340,36 @@ def load_source(source: DataSource, study_split: str = "train",
         return PhantomChestDataset(source.path, source.n, source.size, source.seed, source.prevalence)
     from radtriage.datasets import MuraDataset
 
+    if source.n > 0:
+        ensure_phantom_mura(source)
     return MuraDataset(source.path, study_split, tuple(study_types))  # type: ignore[arg-type]
+
+
+def ensure_phantom_mura(source: DataSource, workers: int = 2) -> Path:
+    """Render ``source.n`` limb phantom studies into ``source.path`` (MURA-v1.1 layout) unless present.
+
+    The output depends only on (n, size, seed, prevalence), so a re-run re-uses the files; a
+    folder written with other settings is refused rather than silently mixed.
+
+    Returns:
+        the ``MURA-v1.1`` folder.
+    """
+    from radtriage.phantoms import write_mura
+
+    root = Path(source.path)
+    stamp = root / "phantom_settings.json"
+    settings = {"generator": "radtriage.phantoms.write_mura", "n_studies": source.n, "size": source.size,
+                "seed": source.seed, "abnormal_prob": source.prevalence,
+                "valid_fraction": PHANTOM_MURA_VALID_FRACTION}
+    if stamp.is_file():
+        if json.loads(stamp.read_text()) != settings:
+            raise DatasetError(f"{root} holds limb phantoms written with other settings ({stamp}): "
+                               "use another folder or delete it.")
+        return root / "MURA-v1.1"
+    base = write_mura(root, source.n, seed=source.seed, size=source.size,
+                      valid_fraction=PHANTOM_MURA_VALID_FRACTION, abnormal_prob=source.prevalence, workers=workers)
+    stamp.write_text(json.dumps(settings, indent=1))
+    return base
 
 
 def is_phantom_file(path: str | Path) -> bool:
@@ -499,7 +545,8 @@ class RunResult:
 
 def _card_metadata(metadata: Any, training: dict[str, Any], threshold_rule: str, architecture: str) -> dict[str, Any]:
     """Metadata as the model card reads it (``training`` with data/splits/phantom_only)."""
-    card_training = {k: training[k] for k in ("data", "splits", "phantom_only", "label_policy", "excluded_images",
+    card_training = {k: training[k] for k in ("data_statement", "data", "splits", "phantom_only", "label_policy",
+                                              "excluded_images",
                                               "epochs_run", "best_val_macro_auroc") if k in training}
     return {**metadata.to_dict(), "training": card_training, "threshold_rule": threshold_rule,
             "architecture": architecture, "version": (metadata.code_version or {}).get("package")}
@@ -727,6 +774,7 @@ def train_mura(run: MuraRunConfig) -> RunResult:
     }
     hist = _history(history)
     training = {
+        **({"data_statement": PHANTOM_MURA_STATEMENT} if synthetic else {}),
         "data": [run.source.describe(synthetic) + f", study types {', '.join(run.study_types)}"],
         "splits": "; ".join(split_names.values()),
         "split": {"val_fraction": run.val_fraction, "seed": run.split_seed, "by": "patient",
@@ -749,7 +797,11 @@ def train_mura(run: MuraRunConfig) -> RunResult:
 
 
 def train_run(run: RunConfig) -> RunResult:
-    """:func:`train_chest` or :func:`train_mura` by the config's type."""
+    """:func:`train_chest`, :func:`train_mura` or the front-end chest recipe, by the config's task."""
+    if run.task == "chest_frontend":
+        from radtriage.frontend_recipe import train_frontend_chest
+
+        return train_frontend_chest(run)  # type: ignore[arg-type]
     return train_chest(run) if isinstance(run, ChestRunConfig) else train_mura(run)
 
 
