@@ -36,7 +36,7 @@ from radtriage.preprocess import PreprocessConfig
 from radtriage.recipes import (
     RunResult,
     _evaluate_split,
-    _JsonConfig,
+    RunCommon,
     calibrate,
     describe_split,
     save_run,
@@ -50,7 +50,7 @@ SYNTHETIC_CLASSES: tuple[str, ...] = tuple(c for c in labels.CHEST_CLASSES if c 
 
 
 @dataclass
-class FrontEndChestRunConfig(_JsonConfig):
+class FrontEndChestRunConfig(RunCommon):
     """One run of the front-end chest recipe.
 
     Attributes:
@@ -64,14 +64,8 @@ class FrontEndChestRunConfig(_JsonConfig):
         frontend: :class:`radtriage.frontends.FrontEndConfig` as a dict (its size = model input).
         c: inverse L2 strength of the logistic heads (on standardized features).
         model_dir: output model folder.
-        cache_dir: the prepare cache.
-        threshold_rule: "youden", "sensitivity" or "f1" (see :mod:`radtriage.evaluation`).
-        target_sensitivity: for the "sensitivity" rule.
-        n_boot: bootstrap resamples for the intervals.
-        workers: processes for the prepare cache and the phantoms.
-        progress: progress bars.
-        examples_dir: bundled examples for the reference predictions ("" to skip).
         name: model name in the metadata.
+        (shared settings: :class:`radtriage.recipes.RunCommon`)
     """
 
     nih: str = "../shared/data/nih-cxr-sample"
@@ -84,13 +78,6 @@ class FrontEndChestRunConfig(_JsonConfig):
     frontend: dict[str, Any] = field(default_factory=dict)
     c: float = 1e-3
     model_dir: str = "model/chest"
-    cache_dir: str = "runs/cache"
-    threshold_rule: str = "youden"
-    target_sensitivity: float = 0.9
-    n_boot: int = 1000
-    workers: int = 2
-    progress: bool = True
-    examples_dir: str = "app_images"
     name: str = "chest-frontend-linear"
     task: str = TASK
 

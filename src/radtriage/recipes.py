@@ -168,7 +168,30 @@ class _JsonConfig:
 
 
 @dataclass
-class ChestRunConfig(_JsonConfig):
+class RunCommon(_JsonConfig):
+    """Settings every training recipe shares (its own fields follow in each run config).
+
+    Attributes:
+        cache_dir: the prepare cache.
+        threshold_rule: "youden", "sensitivity" or "f1" (see :mod:`radtriage.evaluation`).
+        target_sensitivity: for the "sensitivity" rule.
+        n_boot: bootstrap resamples for the 95 % intervals.
+        workers: processes for the prepare cache and phantom rendering.
+        progress: progress bars.
+        examples_dir: bundled examples for the reference predictions ("" to skip).
+    """
+
+    cache_dir: str = "runs/cache"
+    threshold_rule: str = "youden"
+    target_sensitivity: float = 0.9
+    n_boot: int = 1000
+    workers: int = 2
+    progress: bool = True
+    examples_dir: str = "app_images"
+
+
+@dataclass
+class ChestRunConfig(RunCommon):
     """A chest training run (14 VinBigData findings).
 
     Attributes:
@@ -190,15 +213,8 @@ class ChestRunConfig(_JsonConfig):
 
     sources: list[DataSource] = field(default_factory=lambda: [DataSource("vinbigdata", "data/vinbigdata")])
     model_dir: str = "model/chest"
-    cache_dir: str = "runs/cache"
     train: TrainConfig = field(default_factory=lambda: _train_config("chest", "runs/chest"))
     split: SplitConfig = field(default_factory=SplitConfig)
-    threshold_rule: str = "youden"
-    target_sensitivity: float = 0.9
-    n_boot: int = 1000
-    workers: int = 2
-    progress: bool = True
-    examples_dir: str = "app_images"
     name: str = ""
     task: str = "chest"
 
@@ -215,7 +231,7 @@ class ChestRunConfig(_JsonConfig):
 
 
 @dataclass
-class MuraRunConfig(_JsonConfig):
+class MuraRunConfig(RunCommon):
     """A MURA (upper-limb normal/abnormal) training run.
 
     Attributes:
@@ -233,14 +249,7 @@ class MuraRunConfig(_JsonConfig):
     val_fraction: float = 0.1
     split_seed: int = 0
     model_dir: str = "model/mura"
-    cache_dir: str = "runs/cache"
     train: TrainConfig = field(default_factory=lambda: _train_config("mura", "runs/mura"))
-    threshold_rule: str = "youden"
-    target_sensitivity: float = 0.9
-    n_boot: int = 1000
-    workers: int = 2
-    progress: bool = True
-    examples_dir: str = "app_images"
     name: str = ""
     task: str = "mura"
 
