@@ -5,6 +5,8 @@ The model served is the Predictor's calibrated model (``sigmoid(logits / T)``), 
 ``(None, S, S, 1)``), which is what the CLI and the app call. Candidates, each tried several ways
 (every attempt and its error is reported, so the table says what works with TF 2.21 / Keras 3):
 
+- LiteRT as shipped: the model folder's ``model.tflite`` (``radtriage export``) served by
+  ``radtriage.serving.LiteRtPredictor`` on the ``ai-edge-litert`` interpreter, the CLI's default backend.
 - TFLite: ``model.export(..., format="litert")`` (Keras 3), ``tf.lite.TFLiteConverter.from_keras_model``,
   ``TFLiteConverter.from_concrete_functions``; run with ``tf.lite.Interpreter`` (``num_threads`` = nproc).
 - ONNX: ``model.export(..., format="onnx")`` (Keras 3, via tf2onnx), ``tf2onnx.convert.from_function``
@@ -120,6 +122,26 @@ def onnx_runner(content: bytes) -> Callable[[int], Runner]:
     return lambda batch: (lambda x: session.run(None, {name: x})[0])
 
 
+# ------------------------------------------------------------------------------------ the shipped backend
+
+SHIPPED = "LiteRT, the CLI's backend (serving.LiteRtPredictor)"
+
+
+def shipped_litert(model_dir: Path, xs: np.ndarray, reference: np.ndarray, args: Any) -> dict[str, Any]:
+    """The model folder's own verified ``model.tflite`` through ``LiteRtPredictor.predict_batch`` (calibration
+    included), on the ai-edge-litert interpreter; exported here first when the folder has none."""
+    from radtriage.artifact import read_metadata
+    from radtriage.serving import LiteRtPredictor, export_litert, litert_entry
+
+    if litert_entry(read_metadata(model_dir)) is None:
+        export_litert(model_dir)
+    lite = LiteRtPredictor.from_dir(model_dir)
+    r = measure(lambda batch: lite.predict_batch, xs, reference, args.runs, args.batch)
+    r.update(route="radtriage export (model.export(format=\"litert\")), recorded in metadata.json",
+             file_mib=(model_dir / "model.tflite").stat().st_size / 2**20)
+    return r
+
+
 # ------------------------------------------------------------------------------------ measure
 
 
@@ -168,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         keras_make = lambda batch: (lambda x: fn(x).numpy())  # noqa: E731
         res["backends"]["Keras tf.function (reference)"] = measure(keras_make, xs, reference, args.runs, args.batch)
         res["backends"]["Keras tf.function (reference)"]["route"] = "Predictor.predict_batch's tf.function"
+        res["backends"][SHIPPED] = shipped_litert(model_dir, xs, reference, args)
         for name, build in (("TFLite (tf.lite.Interpreter)",
                              lambda: tflite_bytes(predictor.calibrated, fn, export_dir)),
                             ("ONNX Runtime (CPU)", lambda: onnx_bytes(predictor.calibrated, fn, shape, export_dir))):

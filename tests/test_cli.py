@@ -208,3 +208,29 @@ def test_prepare_and_evaluate_on_a_phantom_dataset(models, tmp_path, capsys) -> 
     assert metrics["thresholds"]["values"]["Atelectasis"] == pytest.approx(0.32)
     assert (out / "roc.png").is_file() and (out / "MODEL_CARD.md").is_file()
     assert cli.main(["evaluate", "--model", str(models / "chest"), "vinbigdata", str(tmp_path / "nothing")]) == 1
+
+
+def test_export_then_predict_gives_the_same_table_on_every_backend_and_worker_count(models, mixed_folder, tmp_path,
+                                                                                    capsys) -> None:
+    import shutil
+
+    folder, good, bad = mixed_folder
+    model = tmp_path / "chest"
+    shutil.copytree(models / "chest", model)
+    assert cli.main(["export", str(model)]) == 0
+    assert "model.tflite" in capsys.readouterr().err
+    tables = {}
+    for backend, workers in (("keras", "1"), ("litert", "1"), ("auto", "2")):
+        out = tmp_path / f"{backend}{workers}.csv"
+        assert cli.main(["predict", str(folder), "--model", str(model), "--out", str(out), "--backend", backend,
+                         "--workers", workers, "--no-progress", "--batch-size", "2"]) == 0
+        assert f"({'litert' if backend == 'auto' else backend})" in capsys.readouterr().err
+        tables[backend] = read_results(out)
+    probs = [c for c in tables["keras"].columns if c.startswith("prob: ")]
+    for other in ("litert", "auto"):
+        assert list(tables[other]["file"]) == list(tables["keras"]["file"])
+        assert list(tables[other]["error_code"]) == list(tables["keras"]["error_code"])
+        assert np.nanmax(np.abs(tables[other][probs].to_numpy() - tables["keras"][probs].to_numpy())) <= 1e-4
+    assert cli.main(["predict", str(folder), "--model", str(models / "chest"), "--backend", "litert"]) == 2
+    assert "no LiteRT export" in capsys.readouterr().err
+    assert cli.main(["export", str(tmp_path / "nowhere")]) == 1

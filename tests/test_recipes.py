@@ -127,6 +127,9 @@ def test_train_chest_writes_a_loadable_self_describing_artifact(chest_run) -> No
         assert m["n_images"] == sizes[role]
         assert (Path(run.model_dir) / "plots" / role / "roc.png").is_file()
     assert "optimistic" in meta.metrics["validation"]["split"]
+    # the run also leaves the verified LiteRT export the CLI serves by default
+    assert meta.serving["litert"]["from_model_sha256"] == meta.model_sha256
+    assert (Path(run.model_dir) / meta.serving["litert"]["file"]).is_file()
     # phantoms only: no class may claim real labels; "none" exactly where training had no positive
     training = meta.training_data
     assert training["phantom_only"] is True

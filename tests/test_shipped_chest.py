@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from radtriage import labels
 from radtriage.recipes import DEFAULT_ATOL, check_reference_predictions
 from radtriage.splits import nih_validation_mask
@@ -13,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CHEST_DIR = ROOT / "model" / "chest"
 
 
-def test_chest_model_reproduces_its_reference_predictions():
-    check = check_reference_predictions(CHEST_DIR, atol=DEFAULT_ATOL, examples_dir=ROOT / "app_images")
+@pytest.mark.parametrize("backend", ["keras", "litert"])
+def test_chest_model_reproduces_its_reference_predictions(backend):
+    check = check_reference_predictions(CHEST_DIR, atol=DEFAULT_ATOL, examples_dir=ROOT / "app_images", backend=backend)
     assert check.mismatches == []
     assert check.n_files >= 9 and check.max_abs_diff <= DEFAULT_ATOL
 

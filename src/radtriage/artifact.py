@@ -20,6 +20,8 @@ preprocess, predict, calibrate, flag and explain. ``metadata.json`` schema (vers
     code_version    {"package": str, "git_commit": str | null, "git_dirty": bool | null}
     created         str               ISO 8601 UTC
     model_sha256    str               hex SHA-256 of model.h5
+    serving         {..}              optional verified exports, e.g. {"litert": {file, sha256, from_model_sha256,
+                                      max_abs_diff_vs_keras, ...}} written by serving.export_litert
 
 :func:`load_artifact` refuses (:class:`ArtifactError`, one clear sentence) a directory whose
 metadata is missing or invalid, whose model.h5 does not match ``model_sha256``, or whose model
@@ -38,14 +40,16 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import keras
 import numpy as np
 
 import radtriage
 from radtriage import labels
 from radtriage.preprocess import PreprocessConfig
+
+if TYPE_CHECKING:  # Keras is imported only to load a model: metadata readers (LiteRT serving) stay light
+    import keras
 
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.h5"
@@ -91,6 +95,7 @@ class ModelMetadata:
     code_version: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     model_sha256: str = ""
+    serving: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -136,6 +141,8 @@ class ModelMetadata:
         self.provenance = _per_class(self.provenance, self.classes, "provenance")
         if any(p not in PROVENANCES for p in self.provenance.values()):
             raise ArtifactError(f"metadata provenance values must be among {list(PROVENANCES)}.")
+        if not isinstance(self.serving, Mapping):
+            raise ArtifactError("metadata serving must be a JSON object.")
 
     def temperatures(self) -> list[float]:
         """Temperature per class, in class order."""
@@ -267,7 +274,8 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 def save_artifact(model: keras.Model, directory: str | Path, metadata: ModelMetadata) -> ModelMetadata:
     """Write ``model.h5`` and ``metadata.json`` into ``directory`` (created if needed).
 
-    Fills ``model_sha256``, ``code_version`` and ``created`` (if empty) in ``metadata``.
+    Fills ``model_sha256``, ``code_version`` and ``created`` (if empty) in ``metadata``, and clears
+    ``serving`` (an export belongs to the model file it was made from).
 
     Returns:
         The metadata as written.
@@ -279,6 +287,7 @@ def save_artifact(model: keras.Model, directory: str | Path, metadata: ModelMeta
     metadata = dataclasses.replace(
         metadata,
         model_sha256=sha256_file(directory / MODEL_FILE),
+        serving={},  # exports of an earlier model.h5 no longer apply; serving.export_litert records new ones
         code_version=code_version(),
         created=metadata.created or datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -347,6 +356,8 @@ def load_artifact(directory: str | Path, custom_objects: dict[str, Any] | None =
         raise ArtifactError(f"{directory} is not a directory.")
     metadata = read_metadata(directory)
     path = verify_checksum(directory, metadata)
+    import keras
+
     for module in LAYER_MODULES:
         try:
             importlib.import_module(module)

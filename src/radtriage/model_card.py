@@ -29,6 +29,9 @@ INTENDED_USE = (
     "triage or treat patients; every output needs review by a qualified reader."
 )
 NA = "n/a"
+CARD_FILE = "MODEL_CARD.md"  # the card's name in a model folder
+SERVING_HEADING = "## Serving"
+LIMITS_HEADING = "## Limitations"
 
 
 def _num(value: Any, digits: int = 3) -> str:
@@ -199,7 +202,7 @@ def _limits(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> 
     synthetic = [c for c in classes if provenance.get(c) == PROVENANCE_SYNTHETIC]
     untrained = [c for c in classes if provenance.get(c) == PROVENANCE_NONE]
     unknown = [c for c in classes if c not in provenance]
-    lines = ["## Limitations", ""]
+    lines = [LIMITS_HEADING, ""]
     training = meta.get("training") or {}
     if training.get("phantom_only") or meta.get("phantom_only"):
         lines.append(
@@ -231,6 +234,36 @@ def _limits(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> 
     return lines
 
 
+def _serving(meta: Mapping[str, Any]) -> list[str]:
+    lines = [SERVING_HEADING, "", "- Keras (`model.h5`): the reference; Grad-CAM heatmaps always come from it."]
+    entry = (meta.get("serving") or {}).get("litert")
+    if entry:
+        diff = entry.get("max_abs_diff_vs_keras")
+        lines.append(
+            f"- LiteRT (`{entry.get('file')}`, the CLI's default backend): calibrated probabilities within "
+            f"{format(diff, '.1e') if isinstance(diff, (int, float)) else NA} of Keras on "
+            f"{entry.get('checked_on', 'inputs not recorded')} (tolerance {entry.get('tolerance', NA)})."
+        )
+    else:
+        lines.append("- No LiteRT export: `radtriage export <model folder>` adds one after checking it against Keras.")
+    return lines + [""]
+
+
+def set_serving_section(card_path: str | Path, metadata: Mapping[str, Any]) -> None:
+    """Replace (or add before the limitations) the serving section of an existing model card."""
+    path = Path(card_path)
+    text = path.read_text(encoding="utf-8")
+    section = "\n".join(_serving(metadata))
+    start = text.find(SERVING_HEADING)
+    if start >= 0:
+        end = text.find("\n## ", start + len(SERVING_HEADING))
+        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+    else:
+        at = text.find(LIMITS_HEADING)
+        text = text[:at] + section + "\n" + text[at:] if at >= 0 else text.rstrip("\n") + "\n\n" + section
+    path.write_text(text, encoding="utf-8")
+
+
 def model_card_markdown(metadata: Mapping[str, Any], plots: Mapping[str, str | Path] | None = None,
                         out_dir: str | Path = ".") -> str:
     """The model card as a Markdown string; ``plots`` paths are made relative to ``out_dir``."""
@@ -243,6 +276,7 @@ def model_card_markdown(metadata: Mapping[str, Any], plots: Mapping[str, str | P
         + _performance(metadata, sets)
         + _calibration(metadata, sets)
         + _plots(plots, Path(out_dir))
+        + _serving(metadata)
         + _limits(metadata, sets)
     )
     return "\n".join(sections)

@@ -17,6 +17,9 @@ Anything else (intensity normalisation for the network) is a layer inside the mo
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -181,3 +184,59 @@ def load_and_preprocess(source: str | Path | bytes, config: PreprocessConfig, *,
     """
     rg = radiograph.load(source, min_side=config.size, name=name)
     return rg, preprocess(rg.pixels, config)
+
+
+@dataclass(frozen=True)
+class LoadFailure:
+    """Why one file of :func:`load_and_preprocess_many` could not be used.
+
+    Attributes:
+        code: the loader's error code (``RadiographError.code``), or "unexpected".
+        message: one plain sentence (no patient identifier).
+    """
+
+    code: str
+    message: str
+
+
+def _load_input(source: str | Path, config: PreprocessConfig) -> np.ndarray | LoadFailure:
+    """Model input of one file, or the reason it cannot be used; never raises (runs in pool workers)."""
+    try:
+        return load_and_preprocess(source, config)[1]
+    except radiograph.RadiographError as err:
+        return LoadFailure(err.code, str(err))
+    except Exception as err:  # noqa: BLE001 - one odd file must not abort a batch
+        return LoadFailure("unexpected", f"This file could not be processed ({type(err).__name__}).")
+
+
+def load_and_preprocess_many(sources: Iterable[str | Path], config: PreprocessConfig, workers: int = 1,
+                             in_flight: int = 8) -> Iterator[np.ndarray | LoadFailure]:
+    """:func:`load_and_preprocess` of many files, in order, decoded by ``workers`` processes.
+
+    Decoding (pydicom, OpenJPEG, Pillow) holds Python's GIL, so threads do not overlap it:
+    worker processes do. At most ``workers * in_flight`` results wait in memory.
+
+    Args:
+        sources: file paths.
+        config: the model's preprocessing parameters.
+        workers: decoding processes; <= 1 decodes in this process.
+        in_flight: files queued per worker ahead of the consumer.
+
+    Yields:
+        Per source, in order: its model input, float32 (size, size, 1) in [0, 1], or a :class:`LoadFailure`.
+    """
+    if workers <= 1:
+        for source in sources:
+            yield _load_input(source, config)
+        return
+    pending: deque[Future[np.ndarray | LoadFailure]] = deque()
+    pool = ProcessPoolExecutor(max_workers=workers)
+    try:
+        for source in sources:
+            if len(pending) >= workers * in_flight:
+                yield pending.popleft().result()
+            pending.append(pool.submit(_load_input, source, config))
+        while pending:
+            yield pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -50,6 +50,7 @@ import pandas as pd
 
 from radtriage import evaluation, labels, radiograph
 from radtriage.datasets.base import Dataset, DatasetError, split_by_patient
+from radtriage.model_card import CARD_FILE
 from radtriage.prepare import CacheIndex, load_cached, prepare, stack_cached
 from radtriage.training import TrainConfig
 
@@ -60,7 +61,6 @@ SOURCE_KINDS: tuple[str, ...] = ("vinbigdata", "nih", "phantom_chest", "mura")
 CHEST_KINDS: tuple[str, ...] = ("vinbigdata", "nih", "phantom_chest")
 PHANTOM_MANUFACTURER = "radtriage phantom generator"  # written by radtriage.phantoms.write_dicom
 REFERENCE_FILE = "reference_predictions.json"
-CARD_FILE = "MODEL_CARD.md"
 MANIFEST_FILE = "manifest.json"
 PHANTOM_MURA_STATEMENT = (
     "No real normal/abnormal upper-limb radiographs were available: this model was trained, validated and "
@@ -575,11 +575,25 @@ def save_run(model: Any, model_dir: Path, task: str, name: str, train_config: Tr
         metrics=metrics, provenance=provenance, training_data=training, train_config=train_config.to_dict(),
     )
     metadata = save_artifact(model, model_dir, metadata)
+    metadata = _export_serving(model_dir) or metadata
     write_model_card(_card_metadata(metadata, training, cal.selection["description"], train_config.architecture),
                      model_dir / CARD_FILE, plots=_card_plots(metrics, model_dir))
     if examples_dir:
         write_reference_predictions(model_dir, examples_dir)
     return metadata
+
+
+def _export_serving(model_dir: Path) -> Any:
+    """Add the verified LiteRT export (the CLI's fast backend); a model that cannot be exported stays Keras-only."""
+    from radtriage.artifact import ArtifactError, read_metadata
+    from radtriage.serving import export_litert
+
+    try:
+        export_litert(model_dir)
+    except ArtifactError as err:
+        print(f"LiteRT export skipped: {err} The model is served by Keras.", flush=True)
+        return None
+    return read_metadata(model_dir)
 
 
 def _history(history: Any) -> dict[str, list[float]]:
@@ -965,7 +979,7 @@ class ReferenceCheck:
 
 
 def check_reference_predictions(model_dir: str | Path, atol: float = DEFAULT_ATOL,
-                                examples_dir: str | Path | None = None) -> ReferenceCheck:
+                                examples_dir: str | Path | None = None, backend: str = "keras") -> ReferenceCheck:
     """Re-run the bundled examples through today's code and compare with the stored outputs.
 
     A difference means the loading or preprocessing (or the model file) drifted since the model
@@ -976,11 +990,13 @@ def check_reference_predictions(model_dir: str | Path, atol: float = DEFAULT_ATO
         atol: tolerated absolute difference per probability.
         examples_dir: the examples (default: ``app_images`` next to ``model_dir``'s parent's
             parent, i.e. the repository's, else ``./app_images``).
+        backend: "keras" (the reference that made the file) or "litert" (the model's export,
+            checked against the same stored outputs).
 
     Returns:
         :class:`ReferenceCheck`; ``.ok`` is False when anything differs or nothing was compared.
     """
-    from radtriage.inference import Predictor
+    from radtriage.serving import load_predictor
 
     model_dir = Path(model_dir)
     stored = json.loads((model_dir / REFERENCE_FILE).read_text())
@@ -988,7 +1004,7 @@ def check_reference_predictions(model_dir: str | Path, atol: float = DEFAULT_ATO
         candidate = model_dir.resolve().parents[1] / "app_images"
         examples_dir = candidate if candidate.is_dir() else Path("app_images")
     examples_dir = Path(examples_dir)
-    predictor = Predictor.from_dir(model_dir)
+    predictor = load_predictor(model_dir, backend)
     mismatches, n, worst = [], 0, 0.0
     for ex in stored["examples"]:
         for f in ex["files"]:

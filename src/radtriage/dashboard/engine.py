@@ -34,13 +34,12 @@ import numpy as np
 import streamlit as st
 
 from radtriage import radiograph
+from radtriage.artifact import METADATA_FILE, MODEL_FILE
 from radtriage.dashboard import imaging, settings
 from radtriage.dashboard.tables import ModelFacts, model_facts
+from radtriage.model_card import CARD_FILE
 from radtriage.preprocess import PreprocessConfig, content_box
 
-MODEL_FILE = "model.h5"
-METADATA_FILE = "metadata.json"
-CARD_FILE = "MODEL_CARD.md"
 DECODE_CACHE_ENTRIES = 24  # decoded images kept (all sessions together); ~4 MB each at 1,024 px
 RESULT_CACHE_ENTRIES = 256
 
