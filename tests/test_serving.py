@@ -75,7 +75,21 @@ def test_export_records_a_file_that_matches_keras(exported: Path) -> None:
     assert np.abs(lite - keras_p.predict_batch(x)).max() <= 1e-4
     assert np.allclose(lite_p.predict_batch(x[:5]), lite[:5], atol=1e-6)  # batch size changes re-plan the graph
     assert lite_p.predict(x[0]).probabilities == pytest.approx(keras_p.predict(x[0]).probabilities, abs=1e-4)
-    assert "LiteRT (`model.tflite`" in (exported / "MODEL_CARD.md").read_text()
+    card = (exported / "MODEL_CARD.md").read_text()
+    assert "LiteRT (`model.tflite`" in card and card.index("## Serving") < card.index("## Limitations")
+
+
+def test_the_card_serving_section_is_replaced_not_repeated(exported: Path, tmp_path: Path) -> None:
+    from radtriage.model_card import set_serving_section
+
+    card = tmp_path / "MODEL_CARD.md"
+    card.write_text((exported / "MODEL_CARD.md").read_text())
+    before = card.read_text()
+    set_serving_section(card, read_metadata(exported).to_dict())
+    assert card.read_text() == before
+    set_serving_section(card, {"serving": {}})
+    text = card.read_text()
+    assert text.count("## Serving") == 1 and "No LiteRT export" in text and "\n\n## Limitations" in text
 
 
 def test_auto_backend_prefers_a_verified_export(exported: Path, tmp_path: Path) -> None:

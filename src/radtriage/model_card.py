@@ -257,7 +257,7 @@ def set_serving_section(card_path: str | Path, metadata: Mapping[str, Any]) -> N
     start = text.find(SERVING_HEADING)
     if start >= 0:
         end = text.find("\n## ", start + len(SERVING_HEADING))
-        text = text[:start] + section + (text[end + 1:] if end >= 0 else "")
+        text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
     else:
         at = text.find(LIMITS_HEADING)
         text = text[:at] + section + "\n" + text[at:] if at >= 0 else text.rstrip("\n") + "\n\n" + section
