@@ -23,7 +23,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED_CHEST = ROOT / "model" / "chest"
 PIN_ENV, PIN_NOTE_ENV = "RADTRIAGE_BENCH_MODEL_DIR", "RADTRIAGE_BENCH_MODEL_NOTE"
-VERSION_PACKAGES = ("numpy", "tensorflow", "keras", "pydicom", "pylibjpeg", "openjpeg", "PIL", "torch",
+VERSION_PACKAGES = ("numpy", "tensorflow", "keras", "ai_edge_litert", "pydicom", "pylibjpeg", "openjpeg", "PIL", "torch",
                     "torchvision", "torchxrayvision", "skimage", "onnxruntime", "onnx", "tf2onnx")
 
 
