@@ -98,3 +98,23 @@ def test_small_cnn_pooling_and_bn_momentum(pooling: str) -> None:
     assert probs.shape == (2, 2) and ((probs >= 0) & (probs <= 1)).all()
     with pytest.raises(ValueError, match="pooling"):
         build_model("small_cnn", SIZE, 1, pooling="median")
+
+
+@pytest.mark.parametrize("pooling", ["grid", "gridmax"])
+def test_small_cnn_grid_pooling_knows_where(pooling: str) -> None:
+    # 64 px, depth 3 -> a 16 x 16 map of 32 channels -> 4 x 4 cells (+ the global max for "gridmax")
+    model = build_model("small_cnn", SIZE, 2, width=8, depth=3, pooling=pooling, bn_momentum=0.9)
+    assert is_flat(model) and model.get_layer("gradcam_target") is not None
+    # the same spot in two corners: it lands in different grid cells
+    x = np.zeros((2, SIZE, SIZE, 1), np.float32)
+    x[0, 6:9, 6:9] = 1.0
+    x[1, 54:57, 54:57] = 1.0
+    features = keras.Model(model.inputs, model.get_layer("pool").output)(x).numpy()
+    n_grid = 16 * 32
+    assert features.shape == (2, n_grid + (32 if pooling == "gridmax" else 0))
+    assert not np.allclose(features[0, :n_grid], features[1, :n_grid])
+    assert model(x).numpy().shape == (2, 2)
+    with pytest.raises(ValueError, match="grid pooling"):
+        build_model("small_cnn", 56, 1, width=8, depth=3, pooling="grid")  # 14 x 14 map: cells of 3 do not tile it
+    five = build_model("small_cnn", 40, 1, width=8, depth=3, pooling="grid")  # 10 x 10 map -> 5 x 5 cells of 2
+    assert five.get_layer("pool").output.shape[-1] == 25 * 32

@@ -8,7 +8,7 @@ Shared layout, by layer name::
       -> "normalize" Rescaling to roughly zero mean, unit spread (part of the model, not of the data)
       -> architecture-specific body
       -> "gradcam_target" (last 4-D feature map, after its activation)
-      -> "pool" GlobalAveragePooling2D -> "dropout"
+      -> "pool" GlobalAveragePooling2D (small_cnn: or max, avg+max, a 4x4 grid of averages) -> "dropout"
       -> "logits" Dense(n_outputs)            pre-sigmoid scores (temperature scaling, Grad-CAM)
       -> "probabilities" Activation(sigmoid)  (N, n_outputs) in [0, 1]: 14 chest findings or 1 MURA
 
@@ -39,12 +39,16 @@ def _stem(input_size: int) -> tuple[keras.KerasTensor, keras.KerasTensor]:
     return inputs, x
 
 
-POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax")
+POOLINGS: tuple[str, ...] = ("avg", "max", "avgmax", "grid", "gridmax")
+GRID = 4  # "grid" pooling: about this many cells per side (at least)
 
 
 def _pool(features: keras.KerasTensor, pooling: str) -> keras.KerasTensor:
     """Global pooling: "avg" (diffuse findings), "max" (small local findings: an average over the
-    whole map dilutes a lesion a few cells wide), or "avgmax" (both, concatenated)."""
+    whole map dilutes a lesion a few cells wide), "avgmax" (both, concatenated), or "grid": the
+    average of each cell of a ~``GRID`` x ``GRID`` grid, flattened, so the logits know WHERE a feature
+    is (a chest finding is often defined by its place: an enlarged aortic knob looks like a hilum),
+    or "gridmax": the grid and the global max, concatenated."""
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name="pool")(features)
     if pooling == "max":
@@ -52,6 +56,17 @@ def _pool(features: keras.KerasTensor, pooling: str) -> keras.KerasTensor:
     if pooling == "avgmax":
         avg = layers.GlobalAveragePooling2D(name="pool_avg")(features)
         return layers.Concatenate(name="pool")([avg, layers.GlobalMaxPooling2D(name="pool_max")(features)])
+    if pooling in ("grid", "gridmax"):
+        side = int(features.shape[1])
+        cell = max(1, side // GRID)  # a 16 px map -> 4 x 4 cells of 4; 10 px -> 5 x 5 cells of 2
+        if side % cell or int(features.shape[2]) != side:
+            raise ValueError(f"grid pooling needs a square feature map whose side is a multiple of "
+                             f"side // {GRID}, got {tuple(features.shape[1:3])}")
+        cells = layers.AveragePooling2D(cell, name="pool_cells")(features)
+        if pooling == "grid":
+            return layers.Flatten(name="pool")(cells)
+        grid = layers.Flatten(name="pool_grid")(cells)
+        return layers.Concatenate(name="pool")([grid, layers.GlobalMaxPooling2D(name="pool_max")(features)])
     raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
 
 
@@ -82,7 +97,7 @@ def small_cnn(input_size: int, n_outputs: int, width: int = 32, depth: int = 4, 
         width: filters of the first block (doubles per block, capped at 8x).
         depth: number of blocks (the last one is not pooled, it is the Grad-CAM target).
         dropout: dropout rate before the logits, in [0, 1).
-        pooling: global pooling of the last block, "avg", "max" or "avgmax" (see :func:`_pool`).
+        pooling: pooling of the last block, "avg", "max", "avgmax", "grid" or "gridmax" (see :func:`_pool`).
         bn_momentum: momentum of the batch-norm moving statistics, in (0, 1). Short runs (a few
             hundred steps) need ~0.9: with 0.99 the inference-time statistics lag the weights,
             which max pooling (driven by extreme activations) is most sensitive to.
