@@ -406,7 +406,11 @@ def predict_files(predictor: Any, files: Sequence[Path], studies: str = "auto", 
     classes, thresholds = predictor.classes, [float(t) for t in predictor.thresholds]
     batcher = _Batcher(predictor, max(1, batch_size))
     errors: list[dict[str, Any]] = []
-    inputs = load_and_preprocess_many(files, predictor.preprocess_config, workers=workers if len(files) > 1 else 1)
+    workers = workers if len(files) > 1 else 1
+    # Files are queued only while this loop pulls; two batches in flight keep the workers decoding
+    # while the model runs on the previous batch.
+    in_flight = max(8, -(-2 * batch_size // max(1, workers)))
+    inputs = load_and_preprocess_many(files, predictor.preprocess_config, workers=workers, in_flight=in_flight)
     for path, x in tqdm(zip(files, inputs), total=len(files), desc="predict", unit="img", disable=not progress,
                         file=sys.stderr):
         row = {"level": "image", "file": path.as_posix(), "study": study_of(path, studies) or "",
