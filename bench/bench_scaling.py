@@ -100,15 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     for n, r in res["sizes"].items():
         p, q = r["prepare"], r.get("predict")
         rows.append([n, p["seconds"], 1000 * p["seconds"] / n, p["peak_tree_mib"], p["returncode"]]
-                    + ([q["seconds"], 1000 * q["seconds"] / n, q["peak_rss_mib"], q["returncode"]] if q
-                       else ["not run (--predict-sizes)", "-", "-", "-"]))
+                    + ([q["seconds"], 1000 * q["seconds"] / n, q["peak_rss_mib"], q["peak_tree_mib"], q["returncode"]] if q
+                       else ["not run (--predict-sizes)", "-", "-", "-", "-"]))
     print("## 5. Scaling: prepare and predict vs number of images\n")
     print(f"{args.unique} distinct {args.side}^2 8-bit PNG phantoms rendered once; size N = N symbolic links cycling "
           f"over them. prepare: {args.workers} workers into an empty cache, preprocessing of the model "
           f"(size {config.size}); predict: the batch CLI. Model: {res['model_note']}. Each cell is one fresh "
           "process (times include Python/TensorFlow start-up).\n")
     print(C.md_table(["images", "prepare s", "prepare ms/image", "prepare peak MiB (all processes)", "exit",
-                      "predict s", "predict ms/image", "predict peak MiB", "exit"], rows))
+                      "predict s", "predict ms/image", "predict peak MiB (main process)",
+                      "predict peak MiB (with decoding workers)", "exit"], rows))
     print()
     for what in ("prepare", "predict"):
         done = [n for n in sizes if what in res["sizes"].get(n, {})]
