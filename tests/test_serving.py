@@ -142,7 +142,7 @@ def test_an_export_outside_tolerance_is_not_kept(tmp_path: Path) -> None:
 
 
 def test_check_inputs_are_preprocessed_phantoms_and_constants() -> None:
-    x = check_inputs("mura", SIZE, n=4)
+    x = check_inputs("mura", PreprocessConfig(size=SIZE), n=4)
     assert x.shape == (6, SIZE, SIZE, 1) and x.dtype == np.float32
     assert 0.0 <= x.min() and x.max() <= 1.0
     assert x[:4].std(axis=(1, 2, 3)).min() > 0.05  # real images, not blanks
@@ -185,3 +185,32 @@ def test_parallel_loading_keeps_order_and_reports_bad_files(tmp_path: Path) -> N
         else:
             assert np.array_equal(b, load_and_preprocess(path, config)[1]) and np.array_equal(a, b)
     assert [f.code for f in parallel if isinstance(f, LoadFailure)] == ["not_an_image", "unreadable"]
+
+
+def crash_on_marked_files(source, config):
+    """Stands in for a decoder that kills its worker process on one file (a native crash)."""
+    import os
+
+    from radtriage import preprocess
+
+    if Path(source).name.startswith("crash"):
+        os._exit(1)
+    return preprocess.ORIGINAL_TRY(source, config)
+
+
+def test_a_decoder_crash_fails_one_file_and_the_batch_goes_on(tmp_path: Path, monkeypatch) -> None:
+    from radtriage import preprocess
+
+    files = []
+    for i in range(6):
+        path = tmp_path / (f"crash{i}.png" if i == 2 else f"img{i}.png")
+        write(path, png_bytes(smooth_texture(90, 80, 255, seed=i).astype(np.uint8)))
+        files.append(path)
+    monkeypatch.setattr(preprocess, "ORIGINAL_TRY", preprocess.try_load_and_preprocess, raising=False)
+    monkeypatch.setattr(preprocess, "try_load_and_preprocess", crash_on_marked_files)
+    out = list(load_and_preprocess_many(files, PreprocessConfig(size=SIZE), workers=2, in_flight=1))
+    assert len(out) == 6
+    failed = [f.name for f, r in zip(files, out) if isinstance(r, LoadFailure)]
+    assert "crash2.png" in failed and len(failed) <= 2  # the culprit, at most one innocent file in flight beside it
+    assert all(r.code == "decoder_crash" for r in out if isinstance(r, LoadFailure))
+    assert sum(isinstance(r, np.ndarray) for r in out) >= 4

@@ -27,8 +27,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from radtriage import radiograph
-from radtriage.preprocess import PreprocessConfig, load_and_preprocess
+from radtriage.preprocess import LoadFailure, PreprocessConfig, try_load_and_preprocess
 
 CACHE_DTYPE = np.float16
 CONFIG_FILE = "config.json"
@@ -155,12 +154,10 @@ def prepare_one(image_id: str, path: object, out_file: str, config: PreprocessCo
     """
     if not isinstance(path, (str, Path)) or not str(path):
         return image_id, "no_path", "The table gives no file for this image."
-    try:
-        array = load_and_preprocess(path, config)[1].astype(CACHE_DTYPE)
-    except radiograph.RadiographError as err:
-        return image_id, err.code, str(err)
-    except Exception as err:  # noqa: BLE001 - one bad image must not abort a 15,000-image run
-        return image_id, "unexpected", f"{type(err).__name__}: {err}"
+    loaded = try_load_and_preprocess(path, config)
+    if isinstance(loaded, LoadFailure):
+        return image_id, loaded.code, loaded.message
+    array = loaded.astype(CACHE_DTYPE)
     tmp = f"{out_file}.{os.getpid()}.tmp"
     with open(tmp, "wb") as f:
         np.save(f, array)

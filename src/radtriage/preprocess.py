@@ -20,6 +20,7 @@ import dataclasses
 from collections import deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -199,13 +200,17 @@ class LoadFailure:
     message: str
 
 
-def _load_input(source: str | Path, config: PreprocessConfig) -> np.ndarray | LoadFailure:
-    """Model input of one file, or the reason it cannot be used; never raises (runs in pool workers)."""
+def try_load_and_preprocess(source: str | Path, config: PreprocessConfig) -> np.ndarray | LoadFailure:
+    """:func:`load_and_preprocess` that never raises: the model input of one file, or why it cannot be used.
+
+    Batch callers (the prepare cache, the CLI's worker processes) use it so one odd file never
+    aborts a run.
+    """
     try:
         return load_and_preprocess(source, config)[1]
     except radiograph.RadiographError as err:
         return LoadFailure(err.code, str(err))
-    except Exception as err:  # noqa: BLE001 - one odd file must not abort a batch
+    except Exception as err:  # noqa: BLE001 - one odd file must not abort a 15,000-image run
         return LoadFailure("unexpected", f"This file could not be processed ({type(err).__name__}).")
 
 
@@ -227,16 +232,31 @@ def load_and_preprocess_many(sources: Iterable[str | Path], config: PreprocessCo
     """
     if workers <= 1:
         for source in sources:
-            yield _load_input(source, config)
+            yield try_load_and_preprocess(source, config)
         return
-    pending: deque[Future[np.ndarray | LoadFailure]] = deque()
+    pending: deque[tuple[str | Path, Future[np.ndarray | LoadFailure]]] = deque()
     pool = ProcessPoolExecutor(max_workers=workers)
+
+    def first() -> np.ndarray | LoadFailure:
+        # A decoder that kills its process (a native crash on a malformed file) breaks the whole pool:
+        # the oldest file in flight is reported, the others go to a fresh pool.
+        nonlocal pool
+        source, future = pending.popleft()
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            pool.shutdown(wait=True, cancel_futures=True)
+            pool = ProcessPoolExecutor(max_workers=workers)
+            for i, (other, _) in enumerate(pending):
+                pending[i] = (other, pool.submit(try_load_and_preprocess, other, config))
+            return LoadFailure("decoder_crash", "The image decoder crashed on this file: it is probably corrupt.")
+
     try:
         for source in sources:
             if len(pending) >= workers * in_flight:
-                yield pending.popleft().result()
-            pending.append(pool.submit(_load_input, source, config))
+                yield first()
+            pending.append((source, pool.submit(try_load_and_preprocess, source, config)))
         while pending:
-            yield pending.popleft().result()
+            yield first()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)

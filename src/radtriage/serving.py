@@ -270,16 +270,21 @@ class LiteRtPredictor(BasePredictor):
         return calibrate(self._interpreter.get_tensor(self._output), self.temperatures)
 
 
-def check_inputs(task: str, size: int, n: int = CHECK_IMAGES) -> np.ndarray:
+def check_inputs(task: str, config: PreprocessConfig, n: int = CHECK_IMAGES) -> np.ndarray:
     """Inputs the export is checked on: phantoms of the task (with and without findings) and two constants.
 
+    Args:
+        task: "chest" or "mura".
+        config: the model's own preprocessing (from its metadata).
+        n: number of phantoms.
+
     Returns:
-        (n + 2, size, size, 1) float32 in [0, 1], preprocessed with the model's size.
+        (n + 2, S, S, 1) float32 in [0, 1], S = ``config.size``.
     """
     from radtriage.labels import CHEST_CLASSES, MURA_STUDY_TYPES
     from radtriage.phantoms import render_chest, render_limb
 
-    config = PreprocessConfig(size=size)
+    size = config.size
     images = []
     for i in range(n):
         if task == "chest":
@@ -329,7 +334,7 @@ def export_litert(directory: str | Path, tolerance: float = TOLERANCE) -> dict[s
             logits.export(str(candidate), format="litert", verbose=False)
         except Exception as e:  # the converter raises many types
             raise ArtifactError(f"the model could not be converted to LiteRT ({type(e).__name__}: {e}).") from None
-        x = check_inputs(reference.metadata.task, reference.input_shape[0])
+        x = check_inputs(reference.metadata.task, reference.preprocess_config)
         expected = reference.predict_batch(x)
         got = LiteRtPredictor(reference.metadata, candidate).predict_batch(x)
         diff = float(np.max(np.abs(got - expected)))
