@@ -179,8 +179,8 @@ def _export_parser(sub: Any) -> None:
                     "only if its calibrated probabilities agree with Keras within the tolerance on phantom inputs "
                     "of the model's task. 'radtriage train' does this after saving; Grad-CAM always uses Keras.")
     p.add_argument("model", help="model folder (model.h5 + metadata.json)")
-    p.add_argument("--tolerance", type=float, default=1e-4,
-                   help="largest accepted |LiteRT - Keras| probability (default: 1e-4)")
+    p.add_argument("--tolerance", type=float,
+                   help="largest accepted |LiteRT - Keras| probability (default: serving.TOLERANCE, 1e-4)")
 
 
 # ------------------------------------------------------------------------------------ prepare / train / evaluate
@@ -510,10 +510,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from radtriage.artifact import ArtifactError
-    from radtriage.serving import export_litert
+    from radtriage.serving import TOLERANCE, export_litert
 
     try:
-        entry = export_litert(args.model, tolerance=args.tolerance)
+        entry = export_litert(args.model, tolerance=TOLERANCE if args.tolerance is None else args.tolerance)
     except ArtifactError as err:
         raise CliError(f"cannot export the model in {args.model}: {err}", EXIT_FAILED) from None
     print(f"wrote {Path(args.model) / entry['file']}: probabilities within {entry['max_abs_diff_vs_keras']:.1e} "
