@@ -118,3 +118,16 @@ def test_small_cnn_grid_pooling_knows_where(pooling: str) -> None:
         build_model("small_cnn", 56, 1, width=8, depth=3, pooling="grid")  # 14 x 14 map: cells of 3 do not tile it
     five = build_model("small_cnn", 40, 1, width=8, depth=3, pooling="grid")  # 10 x 10 map -> 5 x 5 cells of 2
     assert five.get_layer("pool").output.shape[-1] == 25 * 32
+
+
+def test_small_cnn_stride2_stem_halves_the_map_before_the_blocks() -> None:
+    # 64 px, stem, depth 3 -> blocks at 32, 16, 8 px: the Grad-CAM map is half the size without the stem
+    model = build_model("small_cnn", SIZE, 2, width=8, depth=3, stem_filters=12)
+    plain = tiny("small_cnn")
+    assert is_flat(model) and model.get_layer("stem_conv").strides == (2, 2)
+    assert model.get_layer("stem_conv").filters == 12
+    assert model.get_layer("gradcam_target").output.shape[1:3] == (8, 8)
+    assert plain.get_layer("gradcam_target").output.shape[1:3] == (16, 16)
+    assert model.predict(np.zeros((1, SIZE, SIZE, 1), np.float32), verbose=0).shape == (1, 2)
+    with pytest.raises(ValueError, match="stride-2 stem"):
+        build_model("small_cnn", 34, 1, depth=2, stem_filters=8)  # 34 px -> 17 after the stem: cannot pool
