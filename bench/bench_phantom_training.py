@@ -69,10 +69,12 @@ TARGET_AUROC = 0.95
 TARGET_CPU_MIN = 15.0
 CHEST: dict[str, Any] = {"images": 5000, "findings_prob": 0.5, "render": 160, "size": 128, "width": 8, "depth": 5,
                          "pooling": "gridmax", "bn_momentum": 0.9, "augment": "none", "epochs": 7, "batch": 32,
-                         "lr": 3e-3, "stem": 0, "data_seed": 1}
+                         "lr": 3e-3, "wd": 1e-4, "dropout": 0.3, "stem": 0, "stem_stride": 2,
+                         "data_seed": 1}
 # as model/mura/run_config.json (the shipped phantom-only MURA model)
 MURA: dict[str, Any] = {"studies": 1500, "render": 192, "size": 128, "width": 8, "depth": 4, "pooling": "max",
-                        "bn_momentum": 0.9, "augment": "flip", "epochs": 10, "batch": 32, "lr": 2e-3, "stem": 0, "data_seed": 2}
+                        "bn_momentum": 0.9, "augment": "flip", "epochs": 10, "batch": 32, "lr": 2e-3, "wd": 1e-4,
+                        "dropout": 0.3, "stem": 0, "stem_stride": 2, "data_seed": 2}
 AUGMENTS: dict[str, AugmentConfig | None] = {
     "full": AugmentConfig(),
     "flip": AugmentConfig(rotation=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0, gamma=0.0,
@@ -90,11 +92,12 @@ def cpu_seconds() -> float:
 def train_config(task: str, s: dict[str, Any], out: Path) -> TrainConfig:
     """Small CNN, cosine schedule, every epoch run (model selection still on validation AUROC)."""
     kwargs = {"width": s["width"], "depth": s["depth"], "pooling": s["pooling"], "bn_momentum": s["bn_momentum"],
-              "stem_filters": s["stem"]}
+              "dropout": s["dropout"], "stem_filters": s["stem"], "stem_stride": s["stem_stride"]}
     return TrainConfig(task=task, architecture="small_cnn", architecture_kwargs=kwargs,
                        augment=AUGMENTS[s["augment"]],
                        preprocess=PreprocessConfig(size=s["size"]), batch_size=s["batch"], epochs=s["epochs"],
-                       learning_rate=s["lr"], lr_schedule="cosine", early_stopping_patience=s["epochs"],
+                       learning_rate=s["lr"], weight_decay=s["wd"], lr_schedule="cosine",
+                       early_stopping_patience=s["epochs"],
                        output_dir=str(out), verbose=0)
 
 

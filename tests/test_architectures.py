@@ -131,3 +131,15 @@ def test_small_cnn_stride2_stem_halves_the_map_before_the_blocks() -> None:
     assert model.predict(np.zeros((1, SIZE, SIZE, 1), np.float32), verbose=0).shape == (1, 2)
     with pytest.raises(ValueError, match="stride-2 stem"):
         build_model("small_cnn", 34, 1, depth=2, stem_filters=8)  # 34 px -> 17 after the stem: cannot pool
+
+
+def test_small_cnn_stride4_stem_is_a_patchify_conv_that_quarters_the_map() -> None:
+    model = build_model("small_cnn", SIZE, 2, width=8, depth=3, stem_filters=12, stem_stride=4)
+    stem = model.get_layer("stem_conv")
+    assert stem.strides == (4, 4) and stem.kernel_size == (4, 4)  # non-overlapping: every pixel seen once
+    assert model.get_layer("gradcam_target").output.shape[1:3] == (4, 4)  # 64 / 4 / 2 / 2
+    assert model.predict(np.zeros((1, SIZE, SIZE, 1), np.float32), verbose=0).shape == (1, 2)
+    with pytest.raises(ValueError, match="stride-4 stem"):
+        build_model("small_cnn", 72, 1, depth=3, stem_filters=8, stem_stride=4)  # 72 / 4 = 18 -> 9: cannot pool
+    with pytest.raises(ValueError, match="stem_stride"):
+        build_model("small_cnn", SIZE, 1, stem_filters=8, stem_stride=3)

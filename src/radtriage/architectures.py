@@ -88,11 +88,12 @@ def _conv_bn_relu(x: keras.KerasTensor, filters: int, name: str, kernel: int = 3
 
 
 def small_cnn(input_size: int, n_outputs: int, width: int = 32, depth: int = 4, dropout: float = 0.3,
-              pooling: str = "avg", bn_momentum: float = 0.99, stem_filters: int = 0) -> keras.Model:
+              pooling: str = "avg", bn_momentum: float = 0.99, stem_filters: int = 0,
+              stem_stride: int = 2) -> keras.Model:
     """A small VGG-like baseline: ``depth`` blocks of 2 x (Conv3x3-BN-ReLU) + max-pool, width doubling.
 
     Args:
-        input_size: S; must be divisible by ``2**(depth-1)``.
+        input_size: S; must be divisible by ``2**(depth-1)`` times the stem stride, if any.
         n_outputs: number of sigmoid outputs (14 chest, 1 MURA).
         width: filters of the first block (doubles per block, capped at 8x).
         depth: number of blocks (the last one is not pooled, it is the Grad-CAM target).
@@ -101,22 +102,28 @@ def small_cnn(input_size: int, n_outputs: int, width: int = 32, depth: int = 4, 
         bn_momentum: momentum of the batch-norm moving statistics, in (0, 1). Short runs (a few
             hundred steps) need ~0.9: with 0.99 the inference-time statistics lag the weights,
             which max pooling (driven by extreme activations) is most sensitive to.
-        stem_filters: 0 (none) or the filters of a 3x3 stride-2 Conv-BN-ReLU before the blocks. It
-            halves the map without a full-resolution block; on CPU, convolutions over wide maps with
+        stem_filters: 0 (none) or the filters of a strided Conv-BN-ReLU before the blocks. It
+            shrinks the map without a full-resolution block; on CPU, convolutions over wide maps with
             few channels are memory-bound, so this costs far less than a block at full size.
+        stem_stride: 2 (3x3 kernel) or 4 (4x4 kernel, non-overlapping patches as in ConvNeXt): a
+            large input then costs about what a quarter-size one does, while the stem's filters
+            still see every pixel, so thin structures are not averaged away by a resize.
 
     Returns:
         Flat model (N, S, S, 1) in [0, 1] -> (N, n_outputs) in [0, 1].
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-    factor = 2 ** (depth - 1 + (stem_filters > 0))
+    if stem_stride not in (2, 4):
+        raise ValueError(f"stem_stride must be 2 or 4, got {stem_stride}")
+    factor = 2 ** (depth - 1) * (stem_stride if stem_filters else 1)
     if input_size % factor:
         raise ValueError(f"input_size {input_size} must be divisible by {factor} (depth {depth}, "
-                         f"{'a' if stem_filters else 'no'} stride-2 stem)")
+                         f"{f'a stride-{stem_stride}' if stem_filters else 'no'} stem)")
     inputs, x = _stem(input_size)
     if stem_filters:
-        x = _conv_bn_relu(x, stem_filters, "stem", strides=2, bn_momentum=bn_momentum)
+        x = _conv_bn_relu(x, stem_filters, "stem", kernel=3 if stem_stride == 2 else stem_stride,
+                          strides=stem_stride, bn_momentum=bn_momentum)
     for b in range(depth):
         filters = width * 2 ** min(b, 3)
         x = _conv_bn_relu(x, filters, f"block{b + 1}_a", bn_momentum=bn_momentum)
