@@ -42,7 +42,7 @@ Why these defaults (a first reduced run at 64 px got chest 0.655 / limb 0.53):
   buys more data and epochs: 6,000 images x 12 epochs scored 0.937 on the test images of the
   5,000 x 12 run (0.914; the larger phantom sets contain the smaller). 256 px through a 4x4 patchify
   stem (``--set chest.render=256 --set chest.size=256 --set chest.stem_stride=4``), depth 5,
-  7,000 x 10, 8,000 x 8 and 10,000 x 5 scored no better (BENCHMARKS.md, r07-r17).
+  7,000 x 10, 8,000 x 8, 10,000 x 5 and no dropout scored no better (BENCHMARKS.md, r07-r18).
 
 Measured (2-core machine): limb 0.980 study AUROC in 12.4 CPU min (PASS); chest 0.939 [95% CI
 0.930, 0.946] macro AUROC (validation 0.941) in 14.4 CPU min, and 17.5 for the same deterministic run when
