@@ -242,6 +242,8 @@ def main() -> None:
                     help="TensorFlow intra- and inter-op threads (default 0: TensorFlow's own; the chest "
                          "figure is measured with 1, see set_tf_threads)")
     a = ap.parse_args()
+    if a.threads < 0:
+        ap.error(f"--threads must be 0 (TensorFlow's default) or a positive count, got {a.threads}")
     set_tf_threads(a.threads)
     settings = {"chest": dict(CHEST), "mura": dict(MURA)}
     for item in a.set:

@@ -55,7 +55,7 @@ def main() -> None:
         x = _arrays(index, part, Path(tmp) / "scratch", args.split)
         classes = list(labels.CHEST_CLASSES)
         y = binary_labels(part[classes].to_numpy(np.float32))
-        probs = 1 / (1 + np.exp(-predict_logits(artifact.model, x)))
+        probs = evaluation.apply_temperature(predict_logits(artifact.model, x), 1.0, from_logits=True)
     macro = evaluation.macro_auroc(y, probs)
     rows = evaluation.per_class_metrics(y, probs, classes)
     print(f"{args.split} split of {args.data}: {len(part)} images; macro AUROC {macro['auroc']:.4f} "
