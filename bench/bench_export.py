@@ -1,12 +1,13 @@
 """Serving export: does TFLite or ONNX Runtime serve our chest model faster than Keras, with the same outputs?
 
-The model served is the Predictor's calibrated model (``sigmoid(logits / T)``), i.e. what
-``Predictor.predict_batch`` runs. Reference: the Predictor's own ``tf.function`` (fixed signature
-``(None, S, S, 1)``), which is what the CLI and the app call. Candidates, each tried several ways
+The model served is the Predictor's logits model; every backend's logits are calibrated
+(``sigmoid(logits / T)``) by the same :func:`radtriage.contract.calibrate`, as ``Predictor.predict_batch``
+does. Reference: the Predictor's own ``tf.function`` (fixed signature ``(None, S, S, 1)``), which is
+what the CLI and the app call. Candidates, each tried several ways
 (every attempt and its error is reported, so the table says what works with TF 2.21 / Keras 3):
 
 - LiteRT as shipped: the model folder's ``model.tflite`` (``radtriage export``) served by
-  ``radtriage.serving.LiteRtPredictor`` on the ``ai-edge-litert`` interpreter, the CLI's default backend.
+  ``radtriage.litert.LiteRtPredictor`` on the ``ai-edge-litert`` interpreter, the CLI's default backend.
 - TFLite: ``model.export(..., format="litert")`` (Keras 3), ``tf.lite.TFLiteConverter.from_keras_model``,
   ``TFLiteConverter.from_concrete_functions``; run with ``tf.lite.Interpreter`` (``num_threads`` = nproc).
 - ONNX: ``model.export(..., format="onnx")`` (Keras 3, via tf2onnx), ``tf2onnx.convert.from_function``
@@ -124,14 +125,15 @@ def onnx_runner(content: bytes) -> Callable[[int], Runner]:
 
 # ------------------------------------------------------------------------------------ the shipped backend
 
-SHIPPED = "LiteRT, the CLI's backend (serving.LiteRtPredictor)"
+SHIPPED = "LiteRT, the CLI's backend (litert.LiteRtPredictor)"
 
 
 def shipped_litert(model_dir: Path, xs: np.ndarray, reference: np.ndarray, args: Any) -> dict[str, Any]:
     """The model folder's own verified ``model.tflite`` through ``LiteRtPredictor.predict_batch`` (calibration
     included), on the ai-edge-litert interpreter; exported here first when the folder has none."""
     from radtriage.artifact import read_metadata
-    from radtriage.serving import LiteRtPredictor, export_litert, litert_entry
+    from radtriage.export import export_litert
+    from radtriage.litert import LiteRtPredictor, litert_entry
 
     if litert_entry(read_metadata(model_dir)) is None:
         export_litert(model_dir)
@@ -186,17 +188,19 @@ def main(argv: list[str] | None = None) -> int:
         shape = predictor.input_shape
         xs = inputs(work, args.n, predictor)
         reference = predictor.predict_batch(xs)
-        fn = predictor._predict_fn  # the tf.function the Predictor serves with
-        keras_make = lambda batch: (lambda x: fn(x).numpy())  # noqa: E731
+        fn = predictor._logits_fn  # the tf.function the Predictor serves with
+        keras_make = lambda batch: (lambda x: predictor.calibrate(fn(x).numpy()))  # noqa: E731
         res["backends"]["Keras tf.function (reference)"] = measure(keras_make, xs, reference, args.runs, args.batch)
         res["backends"]["Keras tf.function (reference)"]["route"] = "Predictor.predict_batch's tf.function"
         res["backends"][SHIPPED] = shipped_litert(model_dir, xs, reference, args)
         for name, build in (("TFLite (tf.lite.Interpreter)",
-                             lambda: tflite_bytes(predictor.calibrated, fn, export_dir)),
-                            ("ONNX Runtime (CPU)", lambda: onnx_bytes(predictor.calibrated, fn, shape, export_dir))):
+                             lambda: tflite_bytes(predictor.logits_model, fn, export_dir)),
+                            ("ONNX Runtime (CPU)", lambda: onnx_bytes(predictor.logits_model, fn, shape, export_dir))):
             try:
                 content, route, errors = build()
-                make = tflite_runner(content, shape) if name.startswith("TFLite") else onnx_runner(content)
+                logits = tflite_runner(content, shape) if name.startswith("TFLite") else onnx_runner(content)
+                make = lambda batch, logits=logits: (  # noqa: E731
+                    lambda x, run=logits(batch): predictor.calibrate(run(x)))
                 r = measure(make, xs, reference, args.runs, args.batch)
                 r.update(route=route, failed_routes=errors, file_mib=len(content) / 2**20)
                 res["backends"][name] = r

@@ -18,7 +18,6 @@ from radtriage.artifact import (
     ModelMetadata,
     label_summary,
     load_artifact,
-    provenance_from_labels,
     read_metadata,
     save_artifact,
     sha256_file,
@@ -149,16 +148,9 @@ def test_update_metadata_keeps_the_model_and_validates(saved) -> None:
     assert read_metadata(directory).thresholds == thresholds  # the refused update wrote nothing
 
 
-def test_provenance_and_label_summary_from_training_labels() -> None:
+def test_label_summary_counts_training_labels() -> None:
     classes = ["Aortic enlargement", "Atelectasis", "Calcification"]
     real = np.array([[1, 0, np.nan], [0, 0, np.nan]], np.float32)
-    synthetic = np.array([[0, 1, 0], [1, 0, 0]], np.float32)
-    assert provenance_from_labels(classes, real, synthetic) == {
-        "Aortic enlargement": labels.PROVENANCE_REAL,
-        "Atelectasis": labels.PROVENANCE_SYNTHETIC,
-        "Calcification": labels.PROVENANCE_NONE,
-    }
-    assert provenance_from_labels(classes, real=None, synthetic=synthetic)["Aortic enlargement"] == labels.PROVENANCE_SYNTHETIC
     summary = label_summary(real, classes)
     assert summary["Aortic enlargement"] == {"positive": 1, "negative": 1, "missing": 0}
     assert summary["Calcification"] == {"positive": 0, "negative": 0, "missing": 2}

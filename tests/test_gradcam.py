@@ -102,6 +102,20 @@ def test_class_index_selects_the_class_evidence(constructed: keras.Model) -> Non
     assert all(mass_inside(h, 4, 18) < 0.02 for h in dark)
 
 
+def test_top_class_mode_explains_each_images_most_probable_class(constructed: keras.Model) -> None:
+    x = np.full((2, SIZE, SIZE, 1), 0.1, np.float32)
+    x[0, 4:12, 18:26] = 1.0  # bright patch: class 0 (brightness) wins; image 1 is dark: class 1 wins
+    gradcam = GradCam(constructed)
+    top = gradcam(x)
+    assert top.class_index.tolist() == np.argmax(top.probs, axis=1).tolist() == [0, 1]
+    for i in range(2):
+        np.testing.assert_array_equal(top.heatmaps[i], gradcam(x, int(top.class_index[i])).heatmaps[i])
+    # ranking by temperatures: a large T on class 0 makes class 1 the "most probable" of image 0
+    ranked = GradCam(constructed, rank_temperatures=np.array([1e3, 1.0]))(x)
+    assert ranked.class_index.tolist() == [1, 1]
+    assert gradcam.tracing_count == 1
+
+
 def test_constant_and_non_finite_inputs_are_flagged_not_nan(constructed: keras.Model) -> None:
     gradcam = GradCam(constructed)
     x = np.random.default_rng(4).random((3, SIZE, SIZE, 1)).astype(np.float32)

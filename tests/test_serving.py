@@ -15,15 +15,10 @@ from dicom_fixtures import dicom_bytes, make_dataset, png_bytes, smooth_texture,
 from radtriage.artifact import ArtifactError, read_metadata, save_artifact
 from radtriage.labels import CHEST_CLASSES
 from radtriage.preprocess import LoadFailure, PreprocessConfig, load_and_preprocess, load_and_preprocess_many
-from radtriage.serving import (
-    TFLITE_FILE,
-    LiteRtPredictor,
-    calibrate,
-    check_inputs,
-    export_litert,
-    load_predictor,
-    resolve_backend,
-)
+from radtriage.contract import calibrate
+from radtriage.export import check_inputs, export_litert
+from radtriage.litert import TFLITE_FILE, LiteRtPredictor
+from radtriage.serving import load_predictor, resolve_backend
 
 SIZE = 32
 

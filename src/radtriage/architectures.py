@@ -25,9 +25,9 @@ from typing import Any
 import keras
 from keras import layers
 
-GRADCAM_LAYER = "gradcam_target"
-LOGITS_LAYER = "logits"
-OUTPUT_LAYER = "probabilities"
+from radtriage.contract import GRADCAM_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER
+
+OUTPUT_LAYER = PROBABILITIES_LAYER
 INPUT_MEAN = 0.5  # [0, 1] radiographs -> about [-2, 2] after "normalize"
 INPUT_STD = 0.25
 

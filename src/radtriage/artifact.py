@@ -5,8 +5,8 @@ preprocess, predict, calibrate, flag and explain. ``metadata.json`` schema (vers
 
     schema_version  1
     name            str               e.g. "chest-small_cnn-256"
-    task            "chest" | "mura"
-    classes         [str]             output order; a subset, in order, of labels.CHEST_CLASSES / MURA_CLASSES
+    task            a task of radtriage.tasks ("chest" | "mura")
+    classes         [str]             output order; a subset, in order, of the task's classes
     output          "sigmoid"         independent per-class probabilities
     preprocess      {..}              PreprocessConfig.to_dict(): size (= model input side), resize, contrast...
     gradcam_layer   str               4-D feature layer for Grad-CAM (pre-sigmoid layer: "logits")
@@ -16,7 +16,8 @@ preprocess, predict, calibrate, flag and explain. ``metadata.json`` schema (vers
                                       either one result {"split": "...", ...} or several {name: {"split": ...}}
     provenance      {class: str}      labels.PROVENANCE_REAL | PROVENANCE_SYNTHETIC | PROVENANCE_NONE
     training_data   {..}              free-form summary (sources, image counts, positives per class)
-    train_config    {..} | null       TrainConfig.to_dict() of the run
+    train_config    {..} | null       the recipe's training settings: TrainConfig.to_dict() for the Keras
+                                      recipes; architecture, preprocess, c, frontend for the front-end one
     code_version    {"package": str, "git_commit": str | null, "git_dirty": bool | null}
     created         str               ISO 8601 UTC
     model_sha256    str               hex SHA-256 of model.h5
@@ -45,7 +46,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 import radtriage
-from radtriage import labels
+from radtriage import labels, tasks
+from radtriage.contract import GRADCAM_LAYER
 from radtriage.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:  # Keras is imported only to load a model: metadata readers (LiteRT serving) stay light
@@ -54,7 +56,6 @@ if TYPE_CHECKING:  # Keras is imported only to load a model: metadata readers (L
 SCHEMA_VERSION = 1
 MODEL_FILE = "model.h5"
 METADATA_FILE = "metadata.json"
-TASK_CLASSES: dict[str, tuple[str, ...]] = {"chest": labels.CHEST_CLASSES, "mura": labels.MURA_CLASSES}
 PROVENANCES = (labels.PROVENANCE_REAL, labels.PROVENANCE_SYNTHETIC, labels.PROVENANCE_NONE)
 DEFAULT_THRESHOLD = 0.5
 # modules whose custom Keras layers must be registered before an .h5 using them can be loaded
@@ -84,7 +85,7 @@ class ModelMetadata:
     task: str
     classes: list[str]
     preprocess: PreprocessConfig
-    gradcam_layer: str = "gradcam_target"
+    gradcam_layer: str = GRADCAM_LAYER
     output: str = "sigmoid"
     thresholds: dict[str, float] = field(default_factory=dict)
     temperature: float | dict[str, float] = 1.0
@@ -108,18 +109,18 @@ class ModelMetadata:
 
     @classmethod
     def for_task(cls, name: str, task: str, preprocess: PreprocessConfig, **kwargs: Any) -> ModelMetadata:
-        """Metadata with the task's classes from :mod:`radtriage.labels` (14 chest findings or MURA's one)."""
-        if task not in TASK_CLASSES:
-            raise ArtifactError(f"task must be one of {sorted(TASK_CLASSES)}, got {task!r}.")
-        return cls(name=name, task=task, classes=list(TASK_CLASSES[task]), preprocess=preprocess, **kwargs)
+        """Metadata with the task's classes from the registry (:mod:`radtriage.tasks`)."""
+        if task not in tasks.TASKS:
+            raise ArtifactError(f"task must be one of {sorted(tasks.TASKS)}, got {task!r}.")
+        return cls(name=name, task=task, classes=list(tasks.get(task).classes), preprocess=preprocess, **kwargs)
 
     def validate(self) -> None:
         """Raise :class:`ArtifactError` when a field is out of its documented range."""
         if self.schema_version != SCHEMA_VERSION:
             raise ArtifactError(f"metadata schema version {self.schema_version} is not {SCHEMA_VERSION}.")
-        if self.task not in TASK_CLASSES:
-            raise ArtifactError(f"metadata task must be one of {sorted(TASK_CLASSES)}, got {self.task!r}.")
-        known = TASK_CLASSES[self.task]
+        if self.task not in tasks.TASKS:
+            raise ArtifactError(f"metadata task must be one of {sorted(tasks.TASKS)}, got {self.task!r}.")
+        known = tasks.get(self.task).classes
         if not self.classes or any(c not in known for c in self.classes) or \
                 sorted(self.classes, key=known.index) != self.classes or len(set(self.classes)) != len(self.classes):
             raise ArtifactError(f"metadata classes must be distinct {self.task} classes in labels.py order.")
@@ -198,31 +199,6 @@ def label_summary(y: np.ndarray, classes: Sequence[str]) -> dict[str, dict[str, 
         c: {"positive": int((y[:, i] == 1).sum()), "negative": int((y[:, i] == 0).sum()),
             "missing": int(np.isnan(y[:, i]).sum())}
         for i, c in enumerate(classes)
-    }
-
-
-def provenance_from_labels(classes: Sequence[str], real: np.ndarray | None = None,
-                           synthetic: np.ndarray | None = None) -> dict[str, str]:
-    """Provenance per class from the training labels of real and of synthetic images.
-
-    A class is ``PROVENANCE_REAL`` when real images gave it at least one positive label,
-    else ``PROVENANCE_SYNTHETIC`` when synthetic images did, else ``PROVENANCE_NONE``.
-
-    Args:
-        classes: the C class names.
-        real: (N, C) labels of the real training images in {0, 1, NaN}, or None.
-        synthetic: (M, C) labels of the synthetic (phantom) training images, or None.
-    """
-
-    def has_positive(y: np.ndarray | None) -> np.ndarray:
-        if y is None or len(y) == 0:
-            return np.zeros(len(classes), bool)
-        return (np.asarray(y, np.float64).reshape(-1, len(classes)) == 1).any(axis=0)
-
-    real_pos, syn_pos = has_positive(real), has_positive(synthetic)
-    return {
-        c: labels.PROVENANCE_REAL if r else labels.PROVENANCE_SYNTHETIC if s else labels.PROVENANCE_NONE
-        for c, r, s in zip(classes, real_pos, syn_pos)
     }
 
 

@@ -37,6 +37,8 @@ from sklearn.metrics import (
     roc_curve,
 )
 
+from radtriage import contract
+
 # Parameters
 N_BOOT = 1000
 CI_LEVEL = 0.95
@@ -231,7 +233,7 @@ def per_class_metrics(
                 n_valid = int(np.isfinite(boot_a).sum())
                 lo_a, hi_a = _percentile_ci(boot_a)
                 lo_p, hi_p = _percentile_ci(boot_p[np.isfinite(boot_a)])
-        pred = yp >= thr[c]
+        pred = contract.flags(yp, thr[c])
         sens = proportion_ci(int((pred & (yt == 1)).sum()), n_pos)
         spec = proportion_ci(int((~pred & (yt == 0)).sum()), n - n_pos)
         rows.append(
@@ -411,10 +413,6 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * z))  # overflow-free
-
-
 def _nll(z: np.ndarray, y: np.ndarray) -> float:
     """Mean binary cross-entropy of logits z against labels y, computed stably."""
     return float(np.mean(np.logaddexp(0.0, z) - y * z))
@@ -459,11 +457,7 @@ def apply_temperature(scores: np.ndarray, temperature: np.ndarray | float, from_
         float array like ``scores``, in [0, 1].
     """
     scores = np.asarray(scores, dtype=np.float64)
-    t = np.asarray(temperature, dtype=np.float64)
-    if np.any(t <= 0):
-        raise ValueError("temperatures must be positive")
-    z = scores if from_logits else _logit(scores)
-    return _sigmoid(z / t)
+    return contract.calibrate(scores if from_logits else _logit(scores), temperature)
 
 
 def expected_calibration_error(y_true: np.ndarray, y_prob: np.ndarray, n_bins: int = 10) -> float:
@@ -563,18 +557,14 @@ def aggregate_studies(study_ids: Sequence[Any], probs: np.ndarray) -> pd.DataFra
     Returns:
         DataFrame (study_id, n_images, probability), one row per study in first-seen order.
     """
-    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
-    if len(study_ids) != len(probs):
-        raise ValueError(f"{len(study_ids)} study ids for {len(probs)} probabilities")
-    df = pd.DataFrame({"study_id": list(study_ids), "probability": probs})
-    out = df.groupby("study_id", sort=False)["probability"].agg(n_images="size", probability="mean")
-    return out.reset_index()
+    ids, n_images, means = contract.study_means(list(study_ids), np.asarray(probs, dtype=np.float64).reshape(-1))
+    return pd.DataFrame({"study_id": ids, "n_images": n_images, "probability": means})
 
 
 def _mura_row(group: str, df: pd.DataFrame) -> dict[str, Any]:
     y = df["label"].to_numpy(dtype=int)
     p = df["probability"].to_numpy(dtype=np.float64)
-    pred = (p >= df["threshold"].to_numpy(dtype=np.float64)).astype(int)
+    pred = contract.flags(p, df["threshold"].to_numpy(dtype=np.float64)).astype(int)
     both = len(np.unique(y)) == 2
     # kappa is undefined (0/0) when labels and predictions are the same single value
     kappa_defined = len(np.unique(np.concatenate([y, pred]))) == 2

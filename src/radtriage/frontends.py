@@ -39,7 +39,8 @@ import keras
 import numpy as np
 from keras import ops
 
-GRADCAM_LAYER = "gradcam_target"
+from radtriage.contract import GRADCAM_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER
+
 FEATURES_LAYER = "features"
 
 
@@ -276,9 +277,9 @@ def build_linear_model(
     feats = frontend_features(frontend_maps(inputs, config), config)
     z = keras.layers.Normalization(axis=-1, name="standardize")(feats)
     logits = keras.layers.Dense(
-        n_outputs, kernel_regularizer=keras.regularizers.L2(l2), name="logits"
+        n_outputs, kernel_regularizer=keras.regularizers.L2(l2), name=LOGITS_LAYER
     )(z)
-    probs = keras.layers.Activation("sigmoid", name="probabilities")(logits)
+    probs = keras.layers.Activation("sigmoid", name=PROBABILITIES_LAYER)(logits)
     return keras.Model(inputs, probs, name=name)
 
 
@@ -375,7 +376,7 @@ def set_head(model: keras.Model, head: LinearHead) -> None:
     norm = model.get_layer("standardize")
     norm.set_weights(_normalization_weights(norm, head.mean, scale**2))
     norm.finalize_state()  # Normalization computes with tensors cached from its variables
-    model.get_layer("logits").set_weights(
+    model.get_layer(LOGITS_LAYER).set_weights(
         [head.coef.astype(np.float32), head.intercept.astype(np.float32)]
     )
 

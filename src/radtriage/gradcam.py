@@ -1,7 +1,8 @@
 """Grad-CAM heatmaps (Selvaraju et al. 2017), in the style of the keras-io example but built once.
 
-:class:`GradCam` wraps a trained model whose last convolutional feature layer is named
-``"gradcam_target"`` (and whose pre-sigmoid output layer is ``"logits"``). It builds, once:
+:class:`GradCam` wraps a trained model whose 4-D feature layer (the last convolution of a CNN; the
+front-end's concatenated feature map) is named ``"gradcam_target"`` (and whose pre-sigmoid output layer is ``"logits"``; the names are
+:mod:`radtriage.contract`'s). It builds, once:
 
 1. a functional model ``input -> (feature maps, logits, probabilities)`` sharing the model's layers;
 2. a ``tf.function`` with a fixed input signature: images ``(None, S, S, channels)`` float32 and a
@@ -12,7 +13,9 @@ the head (pooling + dense) only, and Grad-CAM costs little more than a forward p
 object once per model (e.g. in the dashboard's resource cache) and reuse it.
 
 Heatmaps are (N, S, S) float32 in [0, 1]. A map that is not finite, or constant (no localisation,
-e.g. zero gradients), is returned as zeros with ``degenerate=True`` rather than NaN or noise.
+e.g. zero gradients), or of an image with a non-finite pixel, is returned as zeros with
+``degenerate=True`` rather than NaN or noise. ``class_index=None`` explains each image's most
+probable class, chosen inside the same graph call (no second forward pass).
 """
 
 from __future__ import annotations
@@ -25,11 +28,10 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
+from radtriage.contract import DEGENERATE_EPS, GRADCAM_LAYER, LOGITS_LAYER
 from radtriage.preprocess import PreprocessConfig, content_box
 
-TARGET_LAYER = "gradcam_target"
-LOGITS_LAYER = "logits"
-DEGENERATE_EPS = 1e-8  # max - min of a raw map below this = constant map
+TOP_CLASS = -1  # class_index meaning "each image's most probable class", resolved inside the graph
 
 
 @dataclass(frozen=True)
@@ -39,21 +41,28 @@ class GradCamResult:
     Attributes:
         probs: (N, C) float32 model probabilities in [0, 1] (identical to ``model(x)``).
         heatmaps: (N, S, S) float32 in [0, 1]; all zeros where ``degenerate``.
-        degenerate: (N,) bool; True where the raw map was non-finite or constant. A constant map is
-            common for an image with no positive evidence for the class (all weighted activations
-            <= 0 after ReLU): show "no evidence to localise", not an error.
+        degenerate: (N,) bool; True where the image had a non-finite pixel or the raw map was
+            non-finite or constant. A constant map is common for an image with no positive evidence
+            for the class (all weighted activations <= 0 after ReLU): show "no evidence to
+            localise", not an error.
+        class_index: (N,) int32, the class each heatmap explains (the requested one, or each
+            image's most probable class).
+        scores: (N, C) float32, the outputs that were differentiated: the logits when
+            ``GradCam.target == "logits"``, else ``probs``.
     """
 
     probs: np.ndarray
     heatmaps: np.ndarray
     degenerate: np.ndarray
+    class_index: np.ndarray
+    scores: np.ndarray
 
     def __iter__(self):  # allows ``probs, heatmaps, degenerate = gradcam(x, c)``
         return iter((self.probs, self.heatmaps, self.degenerate))
 
 
 class GradCam:
-    """Grad-CAM for one class at a time over a batch of preprocessed images.
+    """Grad-CAM over a batch of preprocessed images, for one given class or each image's top class.
 
     Args:
         model: a Keras functional model with a layer ``layer_name`` (4-D feature maps) and,
@@ -61,11 +70,16 @@ class GradCam:
         layer_name: the feature layer to explain.
         use_logits: differentiate the class logit (recommended: the sigmoid saturates); falls back
             to the probability when the model has no ``"logits"`` layer (``self.target`` tells which).
+        rank_temperatures: (C,) positive per-class temperatures by which "the most probable class"
+            is ranked (``argmax(score / T)``, the order of the calibrated probabilities); None ranks
+            the raw scores.
 
-    Call with ``x`` (N, S, S, channels) float32 in [0, 1] and a class index in [0, C).
+    Call with ``x`` (N, S, S, channels) float32 in [0, 1] and a class index in [0, C), or None
+    for each image's most probable class.
     """
 
-    def __init__(self, model: keras.Model, layer_name: str = TARGET_LAYER, use_logits: bool = True) -> None:
+    def __init__(self, model: keras.Model, layer_name: str = GRADCAM_LAYER, use_logits: bool = True,
+                 rank_temperatures: np.ndarray | None = None) -> None:
         try:
             features = model.get_layer(layer_name).output
         except ValueError:
@@ -79,6 +93,10 @@ class GradCam:
         self._multi = keras.Model(model.inputs, [features, score, model.output], name="gradcam_multi")
         self.input_shape = tuple(model.input_shape[1:])
         self.n_classes = int(model.output.shape[-1])
+        t = np.ones(self.n_classes) if rank_temperatures is None else np.asarray(rank_temperatures, np.float64)
+        if t.shape != (self.n_classes,) or not np.all(t > 0):
+            raise ValueError(f"rank_temperatures must be {self.n_classes} positive values")
+        self._rank_scale = tf.constant((1.0 / t).astype(np.float32))
         signature = [
             tf.TensorSpec((None, *self.input_shape), tf.float32),
             tf.TensorSpec((), tf.int32),
@@ -90,49 +108,54 @@ class GradCam:
         """How many times the graph was traced (stays 1 across classes and batch sizes)."""
         return int(self._fn.experimental_get_tracing_count())
 
-    def _compute(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        probs, cam, degenerate, _ = self._compute_indexed(x, class_index)
-        return probs, cam, degenerate
-
-    def _compute_indexed(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        """As ``_compute``, and a negative ``class_index`` means the first image's most probable class,
-        chosen from the same forward pass (no second pass). Also returns the class explained."""
+    def _compute(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """One forward and one partial backward pass; ``class_index < 0`` = each image's top class."""
+        # Whether a NaN pixel survives convolution, ReLU and pooling depends on the CPU's kernels,
+        # so a non-finite input is caught here, explicitly, not by how NaN propagates.
+        finite_input = tf.reduce_all(tf.math.is_finite(x), axis=(1, 2, 3))
         with tf.GradientTape() as tape:
             features, score, probs = self._multi(x, training=False)
-            class_index = tf.cond(class_index < 0, lambda: tf.cast(tf.argmax(probs[0]), tf.int32),
-                                  lambda: class_index)
+            top = tf.cast(tf.argmax(score * self._rank_scale, axis=1), tf.int32)
+            index = tf.where(class_index < 0, top, tf.fill(tf.shape(top), class_index))
             # images are independent at inference, so d(sum)/d(features) holds each image's gradient
-            target = tf.reduce_sum(tf.gather(score, class_index, axis=1))
+            target = tf.reduce_sum(tf.gather(score, index[:, None], axis=1, batch_dims=1))
         grads = tape.gradient(target, features)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (N, 1, 1, K)
         cam = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1, keepdims=True))
         cam = tf.image.resize(cam, tf.shape(x)[1:3], method="bilinear")[..., 0]
+        finite = tf.reduce_all(tf.math.is_finite(cam), axis=(1, 2))
+        cam = tf.where(tf.math.is_finite(cam), cam, tf.zeros_like(cam))
         lo = tf.reduce_min(cam, axis=(1, 2), keepdims=True)
         hi = tf.reduce_max(cam, axis=(1, 2), keepdims=True)
-        finite = tf.reduce_all(tf.math.is_finite(cam), axis=(1, 2))
         flat = tf.reshape(hi - lo, [-1]) < DEGENERATE_EPS
-        degenerate = tf.logical_or(tf.logical_not(finite), flat)
+        degenerate = tf.logical_not(finite_input) | tf.logical_not(finite) | flat
         cam = tf.math.divide_no_nan(cam - lo, hi - lo)
         cam = tf.where(degenerate[:, None, None], tf.zeros_like(cam), cam)
-        return probs, tf.clip_by_value(cam, 0.0, 1.0), degenerate, class_index
+        return probs, tf.clip_by_value(cam, 0.0, 1.0), degenerate, index, score
 
-    def __call__(self, x: np.ndarray, class_index: int) -> GradCamResult:
-        """Probabilities and the Grad-CAM heatmap of class ``class_index`` for each image.
+    def __call__(self, x: np.ndarray, class_index: int | None = None) -> GradCamResult:
+        """Probabilities and the Grad-CAM heatmap of one class (or each image's top class) per image.
 
         Args:
             x: (N, S, S, channels) float32 in [0, 1], preprocessed as the model's metadata says.
-            class_index: output index in [0, C).
+            class_index: output index in [0, C), or None for each image's most probable class
+                (ranked by ``rank_temperatures``), chosen from the same forward pass.
 
         Returns:
-            :class:`GradCamResult` (probs (N, C), heatmaps (N, S, S) in [0, 1], degenerate (N,)).
+            :class:`GradCamResult` (probs (N, C), heatmaps (N, S, S) in [0, 1], degenerate (N,),
+            class_index (N,), scores (N, C)).
         """
         x = np.asarray(x, dtype=np.float32)
         if x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise ValueError(f"expected images of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
-        if not 0 <= int(class_index) < self.n_classes:
+        if class_index is None:
+            index = TOP_CLASS
+        elif not 0 <= int(class_index) < self.n_classes:
             raise ValueError(f"class index {class_index} is outside [0, {self.n_classes})")
-        probs, cams, degenerate = self._fn(tf.constant(x), tf.constant(int(class_index), tf.int32))
-        return GradCamResult(probs.numpy(), cams.numpy(), degenerate.numpy())
+        else:
+            index = int(class_index)
+        probs, cams, degenerate, explained, scores = self._fn(tf.constant(x), tf.constant(index, tf.int32))
+        return GradCamResult(probs.numpy(), cams.numpy(), degenerate.numpy(), explained.numpy(), scores.numpy())
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:

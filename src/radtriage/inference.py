@@ -1,11 +1,12 @@
-"""Inference shared by the CLI and the dashboard: :class:`Predictor` loads an artifact once and serves
-calibrated probabilities, flags and Grad-CAM heatmaps. It is the Keras backend, the reference; the
-faster LiteRT backend (probabilities only) and what both share live in :mod:`radtriage.serving`.
+"""The Keras backend, the reference: :class:`Predictor` loads an artifact once and serves calibrated
+probabilities, flags and Grad-CAM heatmaps to the CLI and the dashboard. What every backend shares
+is in :mod:`radtriage.predictor`; the faster LiteRT backend (probabilities only) in
+:mod:`radtriage.litert`.
 
-Calibration: ``p = sigmoid(logit / T)`` with the metadata's per-class temperature T (1 = the raw
-model output). Everything runs through graphs traced once with a fixed input signature
-``(None, S, S, 1)`` float32: an eager ``model(x)`` is several times slower and ``model.predict``
-adds ~100 ms of set-up per call.
+Calibration: the graph computes logits; ``p = sigmoid(logit / T)`` with the metadata's per-class
+temperature T is applied by :func:`radtriage.contract.calibrate`, as for every backend. The graphs
+are traced once with a fixed input signature ``(None, S, S, 1)`` float32: an eager ``model(x)`` is
+several times slower and ``model.predict`` adds ~100 ms of set-up per call.
 
 Inputs: a 2-D array or a :class:`radtriage.radiograph.Radiograph` is raw pixels in [0, 1] and is
 preprocessed with the metadata's :class:`PreprocessConfig`; a (S, S, 1) array is taken as already
@@ -23,12 +24,11 @@ import numpy as np
 import tensorflow as tf
 
 from radtriage.artifact import Artifact, ArtifactError, load_artifact
+from radtriage.contract import LOGITS_LAYER
 from radtriage.gradcam import GradCam
-from radtriage.serving import BasePredictor, Prediction, predict_study
+from radtriage.predictor import BasePredictor, Prediction, predict_study
 
 __all__ = ["Explanation", "Prediction", "Predictor", "predict_study"]
-
-LOGITS_LAYER = "logits"
 
 
 @dataclass(frozen=True)
@@ -50,25 +50,6 @@ class Explanation:
     degenerate: bool
 
 
-class _TopClassGradCam(GradCam):
-    """GradCam whose class index may be -1: the top calibrated class of the first image, chosen in-graph."""
-
-    def _compute(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-        return self._compute_indexed(x, class_index)  # one forward pass, top class chosen inside it
-
-    def run(self, x: np.ndarray, class_index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        probs, cams, degenerate, index = self._fn(tf.constant(x, tf.float32), tf.constant(class_index, tf.int32))
-        return probs.numpy(), cams.numpy(), degenerate.numpy(), int(index)
-
-
-def _calibrated_model(model: keras.Model, temperatures: np.ndarray) -> keras.Model:
-    """``input -> sigmoid(logits / T)``, sharing the model's layers (stays flat, keeps "logits")."""
-    logits = model.get_layer(LOGITS_LAYER).output
-    scaled = keras.layers.Rescaling((1.0 / temperatures).astype(np.float32).tolist(), name="temperature")(logits)
-    probs = keras.layers.Activation("sigmoid", name="calibrated", dtype="float32")(scaled)
-    return keras.Model(model.input, probs, name=f"{model.name}_calibrated")
-
-
 class Predictor(BasePredictor):
     """Calibrated predictions, flags and Grad-CAM for one model artifact, on Keras (the reference backend).
 
@@ -86,26 +67,28 @@ class Predictor(BasePredictor):
         names = {layer.name for layer in self.model.layers}
         if LOGITS_LAYER not in names:
             raise ArtifactError(f"the model has no {LOGITS_LAYER!r} layer, so it cannot be calibrated.")
-        self.calibrated = _calibrated_model(self.model, self.temperatures)
-        self._predict_fn = tf.function(
-            lambda x: self.calibrated(x, training=False),
+        self.logits_model = keras.Model(self.model.input, self.model.get_layer(LOGITS_LAYER).output,
+                                        name=f"{self.model.name}_logits")
+        self._logits_fn = tf.function(
+            lambda x: self.logits_model(x, training=False),
             input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)],
         )
-        self._gradcam = _TopClassGradCam(self.calibrated, self.metadata.gradcam_layer)
+        # "the most probable class" is ranked as the calibrated probabilities rank it
+        self._gradcam = GradCam(self.model, self.metadata.gradcam_layer, rank_temperatures=self.temperatures)
 
     @classmethod
     def from_dir(cls, path: str | Path, custom_objects: dict[str, Any] | None = None) -> Predictor:
         """Load and verify the artifact in ``path`` (raises ArtifactError) and build the graphs."""
         return cls(load_artifact(path, custom_objects))
 
-    def _forward(self, x: np.ndarray) -> np.ndarray:
-        return self._predict_fn(tf.constant(x)).numpy()
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        return self._logits_fn(tf.constant(x)).numpy()
 
     # ---------------------------------------------------------------------------- Grad-CAM
 
-    def _class_index(self, class_index: int | str | None) -> int:
+    def _class_index(self, class_index: int | str | None) -> int | None:
         if class_index is None:
-            return -1
+            return None
         if isinstance(class_index, str):
             if class_index not in self.classes:
                 raise ValueError(f"unknown class {class_index!r}; known: {', '.join(self.classes)}")
@@ -124,9 +107,12 @@ class Predictor(BasePredictor):
         Returns:
             :class:`Explanation` (heatmap (S, S) float32 in [0, 1] over the model input).
         """
-        x = self._as_input(image)[None]
-        probs, cams, degenerate, index = self._gradcam.run(x, self._class_index(class_index))
-        return Explanation(self.to_prediction(probs[0]), index, self.classes[index], cams[0], bool(degenerate[0]))
+        x = self._check_batch(self._as_input(image)[None])
+        out = self._gradcam(x, self._class_index(class_index))
+        index = int(out.class_index[0])
+        probs = self.calibrate(out.scores)[0]  # the Grad-CAM target is the logits layer (checked at load)
+        return Explanation(self.to_prediction(probs), index, self.classes[index], out.heatmaps[0],
+                           bool(out.degenerate[0]))
 
     def explain(self, image: Any, class_index: int | str) -> np.ndarray:
         """Grad-CAM heatmap (S, S) float32 in [0, 1] of ``class_index`` for one image."""

@@ -38,7 +38,7 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from radtriage import architectures, evaluation
+from radtriage import architectures, evaluation, tasks
 from radtriage.pipeline import AugmentConfig, make_dataset
 from radtriage.preprocess import PreprocessConfig
 
@@ -56,7 +56,7 @@ class TrainConfig:
     """Everything a training run depends on; saved as JSON beside its outputs and in model metadata.
 
     Attributes:
-        task: "chest" (14 findings) or "mura" (1 output: abnormal).
+        task: a task of :mod:`radtriage.tasks`: "chest" (14 findings) or "mura" (1 output: abnormal).
         architecture: a key of :data:`radtriage.architectures.ARCHITECTURES`.
         architecture_kwargs: the builder's parameters (width, depth, dropout, blocks, ...).
         preprocess: the preprocessing the input arrays were made with (its size = model input).
@@ -97,8 +97,7 @@ class TrainConfig:
     verbose: int = 1
 
     def __post_init__(self) -> None:
-        if self.task not in ("chest", "mura"):
-            raise ValueError(f"task must be 'chest' or 'mura', got {self.task!r}")
+        tasks.get(self.task)  # raises ValueError naming the known tasks
         if self.architecture not in architectures.ARCHITECTURES:
             raise ValueError(f"unknown architecture {self.architecture!r}")
         if self.lr_schedule not in ("plateau", "cosine", "constant"):

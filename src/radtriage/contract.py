@@ -1,0 +1,175 @@
+"""The model contract: what every layer that builds, serves, explains or evaluates a model agrees on.
+
+One definition each, called by training, evaluation, both serving backends, Grad-CAM, the CLI and
+the dashboard:
+
+- the layer names a radtriage model carries (:data:`LOGITS_LAYER`, :data:`GRADCAM_LAYER`,
+  :data:`PROBABILITIES_LAYER`);
+- temperature calibration, ``p = sigmoid(logit / T)`` per class (:func:`calibrate`);
+- the flag rule, ``p >= threshold`` (:func:`flags`, :func:`flagged`, :func:`default_class`);
+- the study rule, the mean of the study's image probabilities (:func:`study_mean`,
+  :func:`study_means`), as in the MURA paper;
+- when a heatmap shows nothing (:func:`heatmap_is_degenerate`);
+- when a training label counts as a positive, and so where a model's knowledge of a class comes
+  from (:func:`class_provenance`).
+
+NumPy only: importing this module never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Sequence
+
+import numpy as np
+
+from radtriage import labels
+
+LOGITS_LAYER = "logits"  # Dense, pre-sigmoid scores: calibrated outside the graph, differentiated by Grad-CAM
+GRADCAM_LAYER = "gradcam_target"  # the last 4-D feature map, after its activation
+PROBABILITIES_LAYER = "probabilities"  # sigmoid(logits), the uncalibrated model output
+DEGENERATE_EPS = 1e-8  # a heatmap whose max - min is below this is constant: it localises nothing
+
+
+def calibrate(logits: np.ndarray, temperatures: np.ndarray | float) -> np.ndarray:
+    """Calibrated probabilities ``sigmoid(logit / T)``, per class.
+
+    Args:
+        logits: (..., C) raw model logits, any finite real values.
+        temperatures: (C,) or scalar, positive.
+
+    Returns:
+        float64 array like ``logits``, in [0, 1]. The tanh form never overflows for large |logit|.
+
+    Raises:
+        ValueError: a temperature is not positive.
+    """
+    t = np.asarray(temperatures, np.float64)
+    if np.any(~(t > 0)):
+        raise ValueError("temperatures must be positive")
+    z = np.asarray(logits, np.float64) / t
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def flags(probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float]) -> np.ndarray:
+    """The flag rule: a class is flagged when its calibrated probability is at or above its threshold.
+
+    Args:
+        probabilities: (..., C) in [0, 1].
+        thresholds: (C,) in [0, 1].
+
+    Returns:
+        bool array like ``probabilities``.
+    """
+    return np.asarray(probabilities, np.float64) >= np.asarray(thresholds, np.float64)
+
+
+def flagged(classes: Sequence[str], probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float]) -> list[str]:
+    """Names of the flagged classes of one image or study, most probable first.
+
+    Args:
+        classes: the C class names in output order.
+        probabilities: (C,) in [0, 1].
+        thresholds: (C,) in [0, 1].
+    """
+    p = np.asarray(probabilities, np.float64).reshape(-1)
+    on = flags(p, thresholds)
+    return [classes[i] for i in np.argsort(-p, kind="stable") if on[i]]
+
+
+def default_class(probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float]) -> int:
+    """The class shown (and explained) first: the most probable flagged class, else the most probable.
+
+    Args:
+        probabilities: (C,) in [0, 1].
+        thresholds: (C,) in [0, 1].
+
+    Returns:
+        Its index in [0, C).
+    """
+    p = np.asarray(probabilities, np.float64).reshape(-1)
+    ranked = np.where(flags(p, thresholds), p, p - 2.0)  # any flagged class outranks every unflagged one
+    return int(np.argmax(ranked))
+
+
+def study_mean(probabilities: np.ndarray) -> np.ndarray:
+    """A study's probabilities: the mean of its images' calibrated probabilities (the MURA rule).
+
+    Args:
+        probabilities: (N, C) in [0, 1], N >= 1 images of one study.
+
+    Returns:
+        float64 (C,) in [0, 1].
+
+    Raises:
+        ValueError: no image.
+    """
+    p = np.asarray(probabilities, np.float64)
+    if p.ndim != 2 or len(p) == 0:
+        raise ValueError("a study needs at least one image's probabilities, shaped (N, C)")
+    return p.mean(axis=0)
+
+
+def study_means(study_ids: Sequence[Hashable], probabilities: np.ndarray) -> tuple[list[Hashable], np.ndarray, np.ndarray]:
+    """:func:`study_mean` of every study in a batch of images.
+
+    Args:
+        study_ids: (N,) the study of each image.
+        probabilities: (N,) or (N, C) image probabilities in [0, 1].
+
+    Returns:
+        (ids, n_images, means): the studies in first-seen order, int (S,) images per study, and
+        float64 (S,) or (S, C) study probabilities (same trailing shape as ``probabilities``).
+    """
+    p = np.asarray(probabilities, np.float64)
+    if len(study_ids) != len(p):
+        raise ValueError(f"{len(study_ids)} study ids for {len(p)} probabilities")
+    order: dict[Hashable, list[int]] = {}
+    for i, sid in enumerate(study_ids):
+        order.setdefault(sid, []).append(i)
+    ids = list(order)
+    means = np.stack([p[rows].mean(axis=0) for rows in order.values()]) if ids else p[:0]
+    return ids, np.array([len(rows) for rows in order.values()], int), means
+
+
+def heatmap_is_degenerate(heatmap: np.ndarray | None) -> bool:
+    """True when a heatmap shows nothing: missing, not finite anywhere, or constant (max - min < eps)."""
+    if heatmap is None:
+        return True
+    h = np.asarray(heatmap, np.float64)
+    if h.size == 0 or not np.all(np.isfinite(h)):
+        return True
+    return bool(h.max() - h.min() < DEGENERATE_EPS)
+
+
+def positive_labels(y: np.ndarray) -> np.ndarray:
+    """Which labels count as positive evidence: > 0 (a soft label from one reader of three counts), NaN not.
+
+    Args:
+        y: labels in {0, 1, NaN} or soft fractions in [0, 1].
+
+    Returns:
+        bool array like ``y``.
+    """
+    y = np.asarray(y, np.float64)
+    return np.nan_to_num(y, nan=0.0) > 0
+
+
+def class_provenance(classes: Sequence[str], y: np.ndarray, synthetic: np.ndarray) -> dict[str, str]:
+    """Where a model's knowledge of each class comes from, judged on its TRAINING labels.
+
+    A class is ``labels.PROVENANCE_REAL`` when a real (non-phantom) training image has a positive
+    label for it (:func:`positive_labels`), else ``PROVENANCE_SYNTHETIC`` when a phantom does, else
+    ``PROVENANCE_NONE``.
+
+    Args:
+        classes: the C class names.
+        y: (N, C) training labels.
+        synthetic: (N,) bool, True for phantom images.
+    """
+    pos = positive_labels(np.asarray(y, np.float64).reshape(-1, len(classes)))
+    syn = np.asarray(synthetic, bool).reshape(-1)
+    real_pos, syn_pos = (pos & ~syn[:, None]).any(axis=0), (pos & syn[:, None]).any(axis=0)
+    return {
+        c: labels.PROVENANCE_REAL if r else labels.PROVENANCE_SYNTHETIC if s else labels.PROVENANCE_NONE
+        for c, r, s in zip(classes, real_pos, syn_pos)
+    }

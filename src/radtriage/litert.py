@@ -1,0 +1,92 @@
+"""The LiteRT (TFLite) backend: a model folder's verified ``model.tflite`` on the ``ai-edge-litert``
+interpreter, without importing TensorFlow.
+
+The file holds the logits sub-model of ``model.h5`` and is written only by
+:func:`radtriage.export.export_litert`, which keeps it when its calibrated probabilities agree with
+Keras; the metadata records its SHA-256 and the ``model.h5`` it came from, and a modified or stale
+file is refused here. Temperature scaling is applied outside the graph
+(:meth:`radtriage.predictor.BasePredictor.calibrate`), so re-calibrating never invalidates an export.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radtriage.artifact import ArtifactError, ModelMetadata, read_metadata, sha256_file, verify_checksum
+from radtriage.predictor import BasePredictor
+
+TFLITE_FILE = "model.tflite"
+
+
+def litert_available() -> bool:
+    """True when the ``ai-edge-litert`` interpreter can be imported."""
+    try:
+        import ai_edge_litert.interpreter  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def litert_entry(metadata: ModelMetadata) -> dict[str, Any] | None:
+    """The metadata's record of a verified LiteRT export, or None."""
+    entry = (metadata.serving or {}).get("litert")
+    return dict(entry) if isinstance(entry, dict) else None
+
+
+class LiteRtPredictor(BasePredictor):
+    """Calibrated probabilities from ``model.tflite`` on the LiteRT interpreter (no Grad-CAM).
+
+    Args:
+        metadata: the artifact's metadata, with a ``serving.litert`` record.
+        model_path: the verified ``model.tflite``.
+        threads: interpreter threads (default: all cores).
+    """
+
+    backend = "litert"
+
+    def __init__(self, metadata: ModelMetadata, model_path: str | Path, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        super().__init__(metadata)
+        self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads or os.cpu_count() or 1)
+        self._input = self._interpreter.get_input_details()[0]["index"]
+        self._output = self._interpreter.get_output_details()[0]["index"]
+        self._batch = -1
+
+    @classmethod
+    def from_dir(cls, path: str | Path, threads: int | None = None) -> LiteRtPredictor:
+        """Load a model directory's verified LiteRT export.
+
+        Raises:
+            ArtifactError: no export recorded, the runtime is missing, or ``model.tflite`` does
+                not match its recorded SHA-256 or was exported from another ``model.h5``.
+        """
+        path = Path(path)
+        metadata = read_metadata(path)
+        entry = litert_entry(metadata)
+        if entry is None:
+            raise ArtifactError(f"{path} has no LiteRT export (run 'radtriage export {path}').")
+        if not litert_available():
+            raise ArtifactError("the LiteRT runtime is not installed (pip install ai-edge-litert).")
+        verify_checksum(path, metadata)
+        tflite = path / entry.get("file", TFLITE_FILE)
+        if not tflite.is_file():
+            raise ArtifactError(f"{tflite} is missing.")
+        if entry.get("from_model_sha256") != metadata.model_sha256:
+            raise ArtifactError(f"{tflite} was exported from another model.h5: export it again.")
+        if sha256_file(tflite) != entry.get("sha256"):
+            raise ArtifactError(f"{tflite} does not match the SHA-256 recorded in its metadata: modified or corrupted.")
+        return cls(metadata, tflite, threads)
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        if len(x) != self._batch:  # resizing re-plans the graph: only when the batch size changes
+            self._interpreter.resize_tensor_input(self._input, [len(x), *self.input_shape])
+            self._interpreter.allocate_tensors()
+            self._batch = len(x)
+        self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, np.float32))
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output)

@@ -1,0 +1,194 @@
+"""What every predictor shares, whichever backend computes its logits.
+
+:class:`BasePredictor` holds a model's verified metadata and turns files or pixels into model
+inputs (the one shared path, :func:`radtriage.preprocess.load_and_preprocess`), logits into
+calibrated probabilities and probabilities into flags, by the rules of :mod:`radtriage.contract`.
+A backend only supplies ``_logits``:
+
+- :class:`radtriage.inference.Predictor` (Keras, ``model.h5``): the reference, and Grad-CAM;
+- :class:`radtriage.litert.LiteRtPredictor` (``model.tflite``): probabilities only, no TensorFlow.
+
+:func:`radtriage.serving.load_predictor` picks one. This module imports neither TensorFlow nor Keras.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from radtriage import contract
+from radtriage.artifact import ModelMetadata
+from radtriage.preprocess import PreprocessConfig, load_and_preprocess, preprocess
+
+CHUNK = 64  # images per forward call: bounds memory for large batches
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Calibrated output for one image (or one study).
+
+    Attributes:
+        probabilities: class -> calibrated probability in [0, 1].
+        flags: class -> probability >= threshold.
+        thresholds: class -> threshold in [0, 1].
+        top_class: the class with the highest probability.
+        top_probability: its probability.
+        provenance: class -> where the model's knowledge of it comes from (labels.PROVENANCE_*).
+    """
+
+    probabilities: dict[str, float]
+    flags: dict[str, bool]
+    thresholds: dict[str, float]
+    top_class: str
+    top_probability: float
+    provenance: dict[str, str]
+
+    @classmethod
+    def of(cls, classes: list[str], probabilities: np.ndarray, thresholds: np.ndarray,
+           provenance: dict[str, str]) -> Prediction:
+        """A prediction from (C,) calibrated probabilities, flagged by :func:`radtriage.contract.flags`.
+
+        Args:
+            classes: the C class names in output order.
+            probabilities: (C,) in [0, 1].
+            thresholds: (C,) in [0, 1].
+            provenance: class -> ``labels.PROVENANCE_*``.
+        """
+        probs = np.asarray(probabilities, np.float64).reshape(-1)
+        thresholds = np.asarray(thresholds, np.float64).reshape(-1)
+        if len(probs) != len(classes) or len(thresholds) != len(classes):
+            raise ValueError(f"{len(probs)} probabilities and {len(thresholds)} thresholds for {len(classes)} classes")
+        top = int(np.argmax(probs))
+        return cls(
+            probabilities={c: float(p) for c, p in zip(classes, probs)},
+            flags={c: bool(f) for c, f in zip(classes, contract.flags(probs, thresholds))},
+            thresholds={c: float(t) for c, t in zip(classes, thresholds)},
+            top_class=classes[top],
+            top_probability=float(probs[top]),
+            provenance=dict(provenance),
+        )
+
+    def vector(self) -> np.ndarray:
+        """The probabilities as a float64 (C,) array in output order."""
+        return np.fromiter(self.probabilities.values(), np.float64, len(self.probabilities))
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (the CLI's output), with ``flagged`` added."""
+        return {**dataclasses.asdict(self), "flagged": self.flagged}
+
+    @property
+    def flagged(self) -> list[str]:
+        """Flagged classes, most probable first."""
+        return contract.flagged(list(self.probabilities), self.vector(), list(self.thresholds.values()))
+
+
+class BasePredictor:
+    """What the Keras and LiteRT predictors share: metadata, inputs, flags; subclasses give ``_logits``.
+
+    Args:
+        metadata: the artifact's verified metadata.
+    """
+
+    backend = "none"
+
+    def __init__(self, metadata: ModelMetadata) -> None:
+        self._metadata = metadata
+        self.temperatures = np.asarray(metadata.temperatures(), np.float32)
+        self.thresholds = np.asarray([metadata.thresholds[c] for c in metadata.classes], np.float64)
+        size = metadata.preprocess.size
+        self.input_shape = (size, size, 1)
+
+    @property
+    def metadata(self) -> ModelMetadata:
+        return self._metadata
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._metadata.classes)
+
+    @property
+    def preprocess_config(self) -> PreprocessConfig:
+        return self._metadata.preprocess
+
+    # ----------------------------------------------------------------------------- inputs
+
+    def prepare_input(self, radiograph: Any) -> np.ndarray:
+        """Raw radiograph pixels (2-D in [0, 1], or a Radiograph) -> model input (S, S, 1) float32 in [0, 1]."""
+        pixels = getattr(radiograph, "pixels", radiograph)
+        return preprocess(np.asarray(pixels, np.float32), self.preprocess_config)
+
+    def load_input(self, source: Any, name: str | None = None) -> tuple[Any, np.ndarray]:
+        """A file (path or bytes) -> (Radiograph, model input (S, S, 1) float32 in [0, 1]).
+
+        Goes through :func:`radtriage.preprocess.load_and_preprocess`, the path every caller shares
+        (the decode resolution of JPEG 2000 is part of the preprocessing).
+        """
+        return load_and_preprocess(source, self.preprocess_config, name=name)
+
+    def _as_input(self, image: Any) -> np.ndarray:
+        """(S, S, 1) model input from raw pixels, a Radiograph, or an already preprocessed array."""
+        arr = image.pixels if hasattr(image, "pixels") else np.asarray(image)
+        if arr.ndim == 2:
+            return self.prepare_input(arr)
+        return self._check_batch(arr[None])[0]
+
+    def _check_batch(self, inputs: Any) -> np.ndarray:
+        x = np.asarray(inputs, np.float32)
+        if x.ndim != 4 or x.shape[1:] != self.input_shape:
+            raise ValueError(f"expected preprocessed inputs of shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        if not np.all(np.isfinite(x)):
+            raise ValueError("inputs contain NaN or infinite values")
+        return x
+
+    # ------------------------------------------------------------------------- predictions
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        """(n, S, S, 1) float32 -> (n, C) logits; n <= CHUNK. Each backend gives its own."""
+        raise NotImplementedError
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """(N, C) logits -> float32 calibrated probabilities, by :func:`radtriage.contract.calibrate`."""
+        return contract.calibrate(logits, self.temperatures).astype(np.float32)
+
+    def predict_batch(self, inputs: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of preprocessed images.
+
+        Args:
+            inputs: (N, S, S, 1) float in [0, 1].
+
+        Returns:
+            (N, C) float32 in [0, 1], ``sigmoid(logit / T)``.
+        """
+        x = self._check_batch(inputs)
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return self.calibrate(np.concatenate([self._logits(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]))
+
+    def to_prediction(self, probs: np.ndarray) -> Prediction:
+        """Wrap a (C,) calibrated probability vector with flags, thresholds and provenance."""
+        return Prediction.of(self.classes, probs, self.thresholds, self.metadata.provenance)
+
+    def predict(self, image: Any) -> Prediction:
+        """Prediction for one image: raw pixels / Radiograph (preprocessed here) or a (S, S, 1) input."""
+        return self.to_prediction(self.predict_batch(self._as_input(image)[None])[0])
+
+
+def predict_study(predictor: BasePredictor, inputs: Any) -> Prediction:
+    """Study-level prediction (MURA): the mean of the images' calibrated probabilities.
+
+    Args:
+        predictor: the model (either backend).
+        inputs: (N, S, S, 1) preprocessed images of one study, N >= 1, or a list of raw images.
+
+    Returns:
+        :class:`Prediction` of the mean probabilities, flagged with the model's thresholds.
+    """
+    if isinstance(inputs, (list, tuple)):
+        inputs = np.stack([predictor._as_input(i) for i in inputs]) if inputs else np.zeros((0,))
+    x = np.asarray(inputs, np.float32)
+    if len(x) == 0:
+        raise ValueError("a study needs at least one image")
+    return predictor.to_prediction(contract.study_mean(predictor.predict_batch(x)))

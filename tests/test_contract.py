@@ -1,0 +1,58 @@
+"""The model contract: calibration, the flag rule, the study rule, degenerate heatmaps and provenance,
+each defined once and used by every layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from radtriage import contract, labels
+
+
+def test_calibrate_is_sigmoid_of_logit_over_temperature_and_never_overflows() -> None:
+    logits = np.array([[0.0, 2.0, -3.0], [1e6, -1e6, 4.0]])
+    t = np.array([1.0, 2.0, 0.5])
+    p = contract.calibrate(logits, t)
+    np.testing.assert_allclose(p[0], 1 / (1 + np.exp(-logits[0] / t)), rtol=1e-12)
+    assert p[1, 0] == 1.0 and p[1, 1] == 0.0 and np.isfinite(p).all()
+    with pytest.raises(ValueError, match="positive"):
+        contract.calibrate(logits, np.array([1.0, 0.0, 1.0]))
+
+
+def test_flag_rule_counts_the_threshold_itself_and_orders_by_probability() -> None:
+    classes = ["a", "b", "c", "d"]
+    probs = np.array([0.30, 0.90, 0.50, 0.10])
+    thresholds = np.array([0.30, 0.95, 0.40, 0.05])
+    assert contract.flags(probs, thresholds).tolist() == [True, False, True, True]
+    assert contract.flagged(classes, probs, thresholds) == ["c", "a", "d"]
+    assert contract.default_class(probs, thresholds) == 2  # the most probable FLAGGED class, not b
+    assert contract.default_class(probs, np.ones(4)) == 1  # nothing flagged: the most probable
+
+
+def test_study_mean_and_study_means_keep_first_seen_order() -> None:
+    probs = np.array([[0.2], [0.9], [0.6], [0.1]])
+    ids, n, means = contract.study_means(["s2", "s1", "s2", "s3"], probs)
+    assert ids == ["s2", "s1", "s3"] and n.tolist() == [2, 1, 1]
+    np.testing.assert_allclose(means[:, 0], [0.4, 0.9, 0.1])
+    np.testing.assert_allclose(contract.study_mean(probs[[0, 2]]), means[0])
+    with pytest.raises(ValueError, match="at least one image"):
+        contract.study_mean(np.zeros((0, 1)))
+
+
+def test_degenerate_heatmaps() -> None:
+    assert contract.heatmap_is_degenerate(None)
+    assert contract.heatmap_is_degenerate(np.full((4, 4), 0.7))
+    assert contract.heatmap_is_degenerate(np.array([[0.0, np.nan], [1.0, 0.5]]))
+    assert not contract.heatmap_is_degenerate(np.eye(4))
+
+
+def test_provenance_counts_soft_positives_and_ignores_missing() -> None:
+    classes = ["A", "B", "C", "D"]
+    y = np.array([[1.0, 0.0, 0.0, np.nan],
+                  [0.0, 1.0, np.nan, 1.0],
+                  [0.0, np.nan, np.nan, 1 / 3]])  # D: one reader of three on a real image
+    synthetic = np.array([False, True, False])
+    assert contract.class_provenance(classes, y, synthetic) == {
+        "A": labels.PROVENANCE_REAL, "B": labels.PROVENANCE_SYNTHETIC,
+        "C": labels.PROVENANCE_NONE, "D": labels.PROVENANCE_REAL,
+    }
