@@ -81,7 +81,7 @@ from radtriage.architectures import small_cnn  # noqa: E402
 from radtriage.phantoms import write_mura, write_vinbigdata  # noqa: E402
 from radtriage.pipeline import AugmentConfig  # noqa: E402
 from radtriage.preprocess import PreprocessConfig  # noqa: E402
-from radtriage.recipes import ChestRunConfig, DataSource, MuraRunConfig, SplitConfig, train_chest, train_mura  # noqa: E402
+from radtriage.runs import ChestRunConfig, DataSource, MuraRunConfig, SplitConfig, train_chest, train_mura  # noqa: E402
 from radtriage.training import TrainConfig  # noqa: E402
 
 TARGET_AUROC = 0.95

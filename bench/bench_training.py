@@ -59,7 +59,7 @@ def nih_arrays(size_config: Any, work: Path, workers: int, limit: int) -> dict[s
     from radtriage.datasets.base import split_by_patient
     from radtriage.labels import CHEST_CLASSES
     from radtriage.prepare import load_cached, prepare
-    from radtriage.recipes import DataSource, load_source
+    from radtriage.runs import DataSource, load_source
 
     table = load_source(DataSource("nih", str(NIH))).table
     table = table[table["path"].notna()].reset_index(drop=True)

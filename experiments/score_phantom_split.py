@@ -9,7 +9,7 @@ and a model scored on its own training images (how well it fits, against how wel
         runs/bench_phantoms/vin_images5000_findings_prob0.5_render160_data_seed1 --split test
 
 The images go through the model's own preprocessing (from its metadata.json), the split through
-``recipes.split_chest`` with the bench's fractions, the metrics through ``evaluation.macro_auroc``.
+``runs.chest.split_chest`` with the bench's fractions, the metrics through ``evaluation.macro_auroc``.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import numpy as np  # noqa: E402
 from radtriage import evaluation, labels  # noqa: E402
 from radtriage.artifact import load_artifact  # noqa: E402
 from radtriage.prepare import prepare  # noqa: E402
-from radtriage.recipes import (  # noqa: E402
-    ChestRunConfig, DataSource, SplitConfig, _arrays, _drop_failed, binary_labels, chest_table, predict_logits,
-    split_chest,
-)
+from radtriage.runs.calibration import predict_logits  # noqa: E402
+from radtriage.runs.chest import ChestRunConfig, chest_table, split_chest  # noqa: E402
+from radtriage.runs.config import DataSource, SplitConfig  # noqa: E402
+from radtriage.runs.sources import binary_labels, cached_arrays, drop_failed  # noqa: E402
 
 FRACTIONS = (0.7, 0.15, 0.15)  # as bench/bench_phantom_training.py
 
@@ -51,8 +51,8 @@ def main() -> None:
                              examples_dir="")
         table, _ = chest_table(run)
         index = prepare(table, config, cache, 2, False)
-        part = split_chest(_drop_failed(table, index), run.split)[args.split]
-        x = _arrays(index, part, Path(tmp) / "scratch", args.split)
+        part = split_chest(drop_failed(table, index), run.split)[args.split]
+        x = cached_arrays(index, part, Path(tmp) / "scratch", args.split)
         classes = list(labels.CHEST_CLASSES)
         y = binary_labels(part[classes].to_numpy(np.float32))
         probs = evaluation.apply_temperature(predict_logits(artifact.model, x), 1.0, from_logits=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from radtriage import labels
-from radtriage.recipes import DEFAULT_ATOL, check_reference_predictions
+from radtriage.runs import DEFAULT_ATOL, check_reference_predictions
 from radtriage.splits import nih_validation_mask
 
 ROOT = Path(__file__).resolve().parents[1]

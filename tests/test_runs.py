@@ -1,4 +1,4 @@
-"""Training recipes end to end on tiny phantom datasets in the real layouts, and their pure parts."""
+"""Training runs (radtriage.runs) end to end on tiny phantom datasets in the real layouts, and their pure parts."""
 
 from __future__ import annotations
 
@@ -11,18 +11,18 @@ import pytest
 
 from radtriage import labels
 from radtriage.preprocess import PreprocessConfig
-from radtriage.recipes import (
+from radtriage.runs import (
     ChestRunConfig,
     DataSource,
     MuraRunConfig,
     SplitConfig,
     check_reference_predictions,
-    class_provenance,
     run_config_from_dict,
-    study_frame,
     train_chest,
     train_mura,
 )
+from radtriage.runs.mura import study_frame
+from radtriage.runs.sources import class_provenance
 from radtriage.training import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +58,10 @@ def test_run_configs_refuse_bad_values() -> None:
         ChestRunConfig(sources=[DataSource("mura", "/m")])
     with pytest.raises(ValueError, match="unique name"):
         ChestRunConfig(sources=[DataSource("nih", "/a"), DataSource("nih", "/b")])
-    with pytest.raises(ValueError, match="task"):
+    with pytest.raises(ValueError, match="recipe"):
         run_config_from_dict({"model_dir": "x"})
+    with pytest.raises(ValueError, match="recipe 'chest'"):
+        ChestRunConfig(recipe="mura")
 
 
 # ------------------------------------------------------------------------------------ pure parts

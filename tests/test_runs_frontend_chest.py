@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from radtriage import frontend_recipe as fr
+from radtriage.runs import frontend_chest as fr
 from radtriage import frontends, labels
 from radtriage.inference import Predictor
 from radtriage.phantoms import render_chest

@@ -1,4 +1,4 @@
-"""The shipped chest model's recipe: fixed filter-bank front-end + linear heads (small-data method).
+"""The shipped chest model's recipe (``"recipe": "chest_frontend"``): fixed filter-bank front-end + linear heads (small-data method).
 
 With 500 labelled real chest x-rays and no pretrained weights, CNNs trained from scratch stay at
 chance here (see BENCHMARKS.md); a fixed wavelet-like front-end (:mod:`radtriage.frontends`) with
@@ -14,7 +14,7 @@ L2-regularised logistic heads does better. This recipe builds that model as ONE 
    standardize + Dense layer pair.
 5. Temperatures and thresholds: real classes on the NIH validation split, synthetic-only classes on
    the held-out phantoms. Metrics with bootstrap CIs on both, split stated.
-6. Artifact + model card + reference predictions, as every recipe (:func:`radtriage.recipes.save_run`).
+6. Artifact + verified LiteRT export + model card + reference predictions, as every recipe (:func:`radtriage.runs.saving.save_run`).
 
 Reproduce the shipped model::
 
@@ -33,17 +33,13 @@ import pandas as pd
 
 from radtriage import labels
 from radtriage.preprocess import PreprocessConfig
-from radtriage.recipes import (
-    RunResult,
-    _evaluate_split,
-    RunCommon,
-    calibrate,
-    describe_split,
-    save_run,
-)
+from radtriage.runs.calibration import evaluate_split, fit_calibration
+from radtriage.runs.config import RunCommon, check_recipe
+from radtriage.runs.saving import RunResult, save_run
+from radtriage.runs.sources import describe_split
 from radtriage.splits import hash_split, nih_validation_mask
 
-TASK = "chest_frontend"
+RECIPE = "chest_frontend"
 PHANTOM_SPLIT_SALT = "radtriage-phantom-holdout-v1"
 REAL_CLASSES: tuple[str, ...] = labels.NIH_LABELLED
 SYNTHETIC_CLASSES: tuple[str, ...] = tuple(c for c in labels.CHEST_CLASSES if c not in REAL_CLASSES)
@@ -65,7 +61,8 @@ class FrontEndChestRunConfig(RunCommon):
         c: inverse L2 strength of the logistic heads (on standardized features).
         model_dir: output model folder.
         name: model name in the metadata.
-        (shared settings: :class:`radtriage.recipes.RunCommon`)
+        recipe: "chest_frontend" (what a config file names to select this recipe).
+        (shared settings: :class:`radtriage.runs.config.RunCommon`)
     """
 
     nih: str = "../shared/data/nih-cxr-sample"
@@ -79,11 +76,12 @@ class FrontEndChestRunConfig(RunCommon):
     c: float = 1e-3
     model_dir: str = "model/chest"
     name: str = "chest-frontend-linear"
-    task: str = TASK
+    recipe: str = RECIPE
+
+    task = "chest"  # the model task this recipe trains (radtriage.tasks)
 
     def __post_init__(self) -> None:
-        if self.task != TASK:
-            raise ValueError(f"a FrontEndChestRunConfig has task {TASK!r}, got {self.task!r}")
+        check_recipe(self, RECIPE)
         if not 0 < self.phantom_holdout < 1:
             raise ValueError("phantom_holdout must be in (0, 1)")
         if self.c <= 0:
@@ -101,7 +99,7 @@ class FrontEndChestRunConfig(RunCommon):
 
 @dataclass
 class _TrainRecord:
-    """What :func:`radtriage.recipes.save_run` records of "how it was trained" for this recipe."""
+    """What :func:`radtriage.runs.saving.save_run` records of "how it was trained" for this recipe."""
 
     preprocess: PreprocessConfig
     config: dict[str, Any]
@@ -185,15 +183,15 @@ def train_frontend_chest(run: FrontEndChestRunConfig) -> RunResult:
     # Real classes are calibrated on real images and synthetic-only classes on phantoms: one call,
     # each class seeing only its own rows (the other rows are missing, NaN).
     y_cal = np.concatenate([y_eval["nih_validation"], _only(y["phantom_holdout"], SYNTHETIC_CLASSES)])
-    cal = calibrate(y_cal, np.concatenate([logits["nih_validation"], logits["phantom_holdout"]]), classes,
+    cal = fit_calibration(y_cal, np.concatenate([logits["nih_validation"], logits["phantom_holdout"]]), classes,
                     run.threshold_rule, run.target_sensitivity,
                     f"{names['nih_validation']} (real classes); {names['phantom_holdout']} (synthetic-only classes)")
     model_dir = Path(run.model_dir)
     note = " (also used for temperatures and thresholds: sensitivity/specificity are optimistic; AUROC is not)"
     metrics = {
-        "validation": _evaluate_split(y_eval["nih_validation"], logits["nih_validation"], classes, cal,
+        "validation": evaluate_split(y_eval["nih_validation"], logits["nih_validation"], classes, cal,
                                       names["nih_validation"] + note, model_dir / "plots" / "validation", run.n_boot),
-        "phantom_holdout": _evaluate_split(y_eval["phantom_holdout"], logits["phantom_holdout"], classes, cal,
+        "phantom_holdout": evaluate_split(y_eval["phantom_holdout"], logits["phantom_holdout"], classes, cal,
                                            names["phantom_holdout"] + note, model_dir / "plots" / "phantom_holdout",
                                            run.n_boot),
     }
