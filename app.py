@@ -12,12 +12,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 
 import streamlit as st  # noqa: E402
 
+from radtriage import locations  # noqa: E402
 from radtriage.dashboard import engine, inputs, settings, views  # noqa: E402
 
 st.set_page_config(page_title="radtriage", page_icon="🩻", layout="wide")
 views.header()
 
-examples = inputs.load_examples(str(settings.examples_dir()))
+examples = inputs.load_examples(str(locations.examples_dir()))
 items = inputs.sidebar(examples)
 st.sidebar.caption(settings.NOTICE)
 if not items:
@@ -32,25 +33,25 @@ decoded = [x for x in loaded if isinstance(x, engine.Decoded)]
 if not decoded:
     st.stop()
 
-model_name = inputs.choose_model(decoded, example)
-if model_name is None:
+task = inputs.choose_model(decoded, example)
+if task is None:
     st.info("Choose the model for these images in the sidebar.")
     st.stop()
-for warning in inputs.body_part_warnings(decoded, model_name):
+for warning in inputs.body_part_warnings(decoded, task):
     st.warning(warning, icon=":material/warning:")
 try:
-    model = engine.get_model(model_name)
+    model = engine.get_model(task)
 except engine.ModelUnavailable as err:
     views.model_missing(str(err))
     st.stop()
 
 with st.spinner("Analysing…"):
     exams = [engine.examine(model, d) for d in decoded]
-if model_name == settings.CHEST:
+if task.unit == "image":
     tabs = st.tabs([d.name for d in decoded]) if len(decoded) > 1 else [st.container()]
     for tab, d, e in zip(tabs, decoded, exams):
         with tab:
-            views.chest_result(model, d, e, example)
+            views.image_result(model, d, e, example)
 else:
     study_type = inputs.choose_study_type(decoded, example)
-    views.mura_result(model, decoded, exams, study_type, example)
+    views.study_result(model, decoded, exams, study_type, example)

@@ -181,7 +181,7 @@ def test_predict_mura_folder_aggregates_studies_as_the_mean(models, tmp_path) ->
 
 
 def test_train_print_config_applies_flags(capsys) -> None:
-    from radtriage.recipes import MuraRunConfig
+    from radtriage.runs import MuraRunConfig
 
     assert cli.main(["train", "--task", "mura", "--print-config", "--data", "mura:/data/x", "--epochs", "3",
                      "--size", "128", "--synthetic"]) == 0

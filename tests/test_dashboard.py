@@ -1,8 +1,11 @@
-"""The Streamlit dashboard, driven in-process by Streamlit's AppTest (one test per user flow).
+"""The Streamlit dashboard, driven in-process by Streamlit's AppTest (one test per user flow), then its
+pure pieces (tables, report, imaging) called directly.
 
-Models are tiny random-weight stand-ins written in the artifact layout (tests/dashboard_models.py);
-the app finds them through RADTRIAGE_MODEL_DIR. Expected values are computed independently with
-the Predictor and the loader, never hard-coded.
+Models are tiny random-weight stand-ins written in the artifact layout (``build_models`` in
+tests/dashboard_support.py), not the shipped ones; the app finds them through RADTRIAGE_MODEL_DIR.
+Expected probabilities are computed independently with the Predictor (``load_input`` +
+``predict_batch``), never hard-coded; what the page says about a model (thresholds, provenance,
+validation AUROCs and their split) is checked against the stand-in's metadata.
 """
 
 from __future__ import annotations
@@ -185,7 +188,7 @@ def test_mura_study_of_three_views(app: AppTest, model_dir: Path) -> None:
     mean, threshold = float(np.mean(expected)), meta["thresholds"]["Abnormal"]
     verdict = "Abnormal" if mean >= threshold else "Normal"
     assert f"{verdict} — mean probability of abnormal {mean:.2f}" in page
-    # the phantom-trained model says so, with every result
+    # a model marked synthetic only (as the shipped MURA model is) says so, with every result
     assert meta["provenance"]["Abnormal"] == PROVENANCE_SYNTHETIC
     assert any("Not validated on real radiographs" in w.value for w in app.warning)
     captions = image_captions(app)
@@ -238,12 +241,27 @@ def test_report_download_button_and_report_content(app: AppTest) -> None:
 
 
 # --- pure pieces ----------------------------------------------------------------------------
+def metadata(task: str, classes, fields: dict):
+    """Verified metadata of a stand-in model (the dashboard reads nothing else about a model)."""
+    from radtriage.artifact import ModelMetadata
+    from radtriage.preprocess import PreprocessConfig
+
+    return ModelMetadata(name=task, task=task, classes=list(classes), preprocess=PreprocessConfig(size=32), **fields)
+
+
+def prediction(facts, probs):
+    """A Prediction as the predictor makes it: flagged by the contract's rule."""
+    from radtriage.predictor import Prediction
+
+    return Prediction.of(list(facts.classes), np.asarray(probs), facts.thresholds, dict(zip(facts.classes, facts.provenance)))
+
+
 def test_report_png_csv_json_hold_the_results() -> None:
     from dashboard_support import chest_fields
 
-    facts = tables.model_facts({"name": "chest", "task": "chest", "classes": list(CHEST_CLASSES), **chest_fields()})
+    facts = tables.model_facts(metadata("chest", CHEST_CLASSES, chest_fields()))
     probs = np.linspace(0.05, 0.9, len(CHEST_CLASSES))
-    table = tables.probability_table(probs, facts)
+    table = tables.probability_table(prediction(facts, probs), facts)
     image = np.tile(np.arange(200, dtype=np.uint8), (150, 1))
     panel = report.ImagePanel("x.dcm", image, np.stack([image] * 3, -1), "Grad-CAM: Nodule/Mass")
     png = report.report_png(report.Report("title", [panel], table, tables.summary_sentence(table),
@@ -260,23 +278,27 @@ def test_report_png_csv_json_hold_the_results() -> None:
 def test_tables_flags_and_statement() -> None:
     from dashboard_support import chest_fields, mura_fields
 
-    facts = tables.model_facts({"name": "chest", "task": "chest", "classes": list(CHEST_CLASSES), **chest_fields()})
+    facts = tables.model_facts(metadata("chest", CHEST_CLASSES, chest_fields()))
     probs = np.array(facts.thresholds) - 0.01
-    table = tables.probability_table(probs, facts)
+    table = tables.probability_table(prediction(facts, probs), facts)
     assert not table["Flagged"].any() and tables.summary_sentence(table) == "No finding above threshold."
     probs[3] = facts.thresholds[3]  # exactly at threshold counts as flagged
-    table = tables.probability_table(probs, facts)
+    table = tables.probability_table(prediction(facts, probs), facts)
     assert tables.flagged_findings(table) == [CHEST_CLASSES[3]]
     assert re.search(r"7 of 14 classes learned from real", tables.model_statement(facts))
-    mura = tables.model_facts({"name": "mura", "task": "mura", "classes": ["Abnormal"], **mura_fields()})
+    mura = tables.model_facts(metadata("mura", ["Abnormal"], mura_fields()))
+    study = tables.study_table(["a.png", "b.png"], [prediction(mura, [0.2]), prediction(mura, [0.7])])
+    assert study["Flagged"].tolist() == [False, True]
     assert mura.auroc == (0.55,) and mura.split.endswith("(study level)")
     assert tables.only_synthetic(mura) and "synthetic phantoms only" in tables.model_statement(mura)
 
 
 def test_degenerate_heatmaps_and_blend() -> None:
-    assert imaging.is_degenerate(np.full((8, 8), 0.3)) and imaging.is_degenerate(np.full((8, 8), np.nan))
+    from radtriage.contract import heatmap_is_degenerate
+
+    assert heatmap_is_degenerate(np.full((8, 8), 0.3)) and heatmap_is_degenerate(np.full((8, 8), np.nan))
     heat = np.linspace(0, 1, 64, dtype=np.float32).reshape(8, 8)
-    assert not imaging.is_degenerate(heat)
+    assert not heatmap_is_degenerate(heat)
     gray = np.full((8, 8), 100, np.uint8)
     rgb = imaging.colorize(heat, "jet")
     assert np.array_equal(imaging.blend(gray, rgb, heat, 0.0), np.stack([gray] * 3, -1))

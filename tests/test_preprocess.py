@@ -106,3 +106,28 @@ def test_config_round_trip_and_validation() -> None:
     for bad in ({"size": 8}, {"resize": "stretch"}, {"contrast": "clahe"}, {"p_low": 60, "p_high": 40}):
         with pytest.raises(ValueError):
             PreprocessConfig(**bad)
+
+
+@pytest.mark.parametrize("kind", ["png", "dicom", "j2k_same_level", "j2k_other_level"])
+def test_model_input_from_a_display_decode_equals_the_shared_path(kind: str) -> None:
+    """The dashboard decodes once for display; the model input made from that decode must be exactly
+    what load_and_preprocess gives (a JPEG 2000 file decoded at another level is decoded again)."""
+    from dicom_fixtures import compressed, dicom_bytes, make_dataset, png_bytes, smooth_texture
+
+    from radtriage import radiograph
+    from radtriage.preprocess import load_and_preprocess, model_input
+
+    config = PreprocessConfig(size=64)
+    pixels = smooth_texture(512, 384, 4095, seed=1)
+    if kind == "png":
+        data = png_bytes((pixels >> 4).astype(np.uint8))
+    elif kind == "dicom":
+        data = dicom_bytes(make_dataset(pixels, bits_stored=12))
+    else:
+        data = dicom_bytes(compressed(make_dataset(pixels, bits_stored=12), "1.2.840.10008.1.2.4.90"))
+    display_side = 64 if kind == "j2k_same_level" else 256  # 384 / 2**2 = 96 >= 64 for both, or level 0 vs 2
+    shown = radiograph.load(data, min_side=display_side)
+    expected = load_and_preprocess(data, config)[1]
+    np.testing.assert_array_equal(model_input(shown, config, data), expected)
+    levels = (radiograph.decode_level(shown.metadata, display_side), radiograph.decode_level(shown.metadata, 64))
+    assert levels == {"png": (0, 0), "dicom": (0, 0), "j2k_same_level": (2, 2), "j2k_other_level": (0, 2)}[kind]

@@ -1,11 +1,12 @@
-"""Command line: ``radtriage prepare | train | evaluate | predict`` (also ``python -m radtriage``).
+"""Command line: ``radtriage prepare | train | evaluate | predict | export`` (also ``python -m radtriage``).
 
-Heavy modules (TensorFlow, the recipes) are imported inside the commands, so ``--help`` is instant.
+Heavy modules (TensorFlow, the training runs) are imported inside the commands, so ``--help`` is instant.
 Patient identifiers are never printed: the loader's messages quote no DICOM value, and results
 hold file names, probabilities and flags only.
 
 Exit codes: 0 success (``predict``: at least one file predicted), 1 nothing could be done (no file
-predicted, a dataset folder without its layout), 2 usage errors (bad arguments, unusable model).
+predicted, a dataset folder without its layout, an export that could not be converted or disagreed
+with Keras), 2 usage errors (bad arguments, unusable model).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from radtriage import contract, tasks
 from radtriage.labels import MURA_STUDY_TYPES
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -33,7 +35,7 @@ radtriage: radiograph triage models (chest: 14 VinBigData findings; upper limb: 
 Research use only - not a medical device.
 
   prepare   preprocess a dataset once into a cache of model-sized arrays
-  train     train, evaluate and save a model (model.h5, metadata.json, MODEL_CARD.md)
+  train     train, evaluate and save a model (model.h5, metadata.json, MODEL_CARD.md, model.tflite)
   evaluate  measure a saved model on a dataset (metrics JSON, ROC/reliability plots, model card)
   predict   run a model on image files or folders and write a CSV or JSON table
   export    add a verified LiteRT (TFLite) copy of a model, the fast backend of predict
@@ -108,10 +110,12 @@ def _train_parser(sub: Any) -> None:
                     "edit it, then:             radtriage train --config run.json\n"
                     "Flags given together with --config override the file's values.",
         epilog=DATA_HELP + "\n\nexample:\n  radtriage train --task chest --data vinbigdata:/data/vinbigdata "
-                           "--data nih:../shared/data/nih-cxr-sample --epochs 20 --model-dir model/chest")
+                           "--data nih:/data/nih-cxr-sample --epochs 20 --model-dir runs/chest")
     p.add_argument("--config", help="run config JSON (from --print-config)")
     p.add_argument("--print-config", action="store_true", help="print the config (defaults + flags) as JSON and exit")
-    p.add_argument("--task", choices=("chest", "mura"), help="chest (14 findings) or mura (default: chest, or the config's)")
+    p.add_argument("--task", choices=tasks.names(),
+                   help="the model's task: " + ", ".join(f"{t.name} ({t.label})" for t in tasks.TASKS.values())
+                        + " (default: chest, or the config's)")
     p.add_argument("--data", action="append", metavar="KIND:PATH",
                    help="a dataset, e.g. vinbigdata:/data/vinbigdata (repeat to merge chest sources)")
     p.add_argument("--synthetic", action="store_true", help="the --data folders hold phantoms in the real layout")
@@ -138,8 +142,9 @@ def _evaluate_parser(sub: Any) -> None:
     p.add_argument("--model", required=True, help="model folder (model.h5 + metadata.json)")
     _common_data(p)
     p.add_argument("--split", default="all",
-                   help="'all' images; chest: train|validation|test re-creates the model's recorded patient split; "
-                        "mura: train|valid (MURA's own splits; default valid)")
+                   help="'all' images (a MURA model: MURA's valid split); chest models trained by the Keras recipe: "
+                        "train|validation|test re-creates the patient split recorded in the metadata (the shipped "
+                        "front-end chest model records none: use all); mura: train|valid (MURA's own splits)")
     p.add_argument("--out", help="output folder (default: <model>/evaluation)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default: 1000)")
 
@@ -157,8 +162,9 @@ def _predict_parser(sub: Any) -> None:
                "  radtriage predict MURA-v1.1/valid/XR_WRIST --task mura --out wrist.json")
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--model", help="model folder (default: model/<task> of the repository, or $RADTRIAGE_MODEL_DIR/<task>)")
-    p.add_argument("--task", choices=("chest", "mura"),
-                   help="which default model (default: mura if MURA study folders are found, else chest)")
+    p.add_argument("--task", choices=tasks.names(),
+                   help="which default model (default: the per-study model if MURA study folders are found, "
+                        "else chest)")
     p.add_argument("--out", help="results file, .csv or .json (default: CSV on standard output)")
     p.add_argument("--format", choices=("csv", "json"), help="output format (default: from --out's extension)")
     p.add_argument("--studies", default="auto", choices=("auto", "yes", "no"),
@@ -168,7 +174,7 @@ def _predict_parser(sub: Any) -> None:
                    help=f"processes decoding files in parallel (default: {DEFAULT_WORKERS}; 1 = none)")
     p.add_argument("--backend", default="auto", choices=("auto", "keras", "litert"),
                    help="forward pass: keras (the reference), litert (the model's verified TFLite export, "
-                        "~3x faster, no TensorFlow start-up) or auto = litert when the model has one (default)")
+                        "2.6-3.1x faster forward pass, no TensorFlow start-up) or auto = litert when the model has one (default)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -180,14 +186,14 @@ def _export_parser(sub: Any) -> None:
                     "of the model's task. 'radtriage train' does this after saving; Grad-CAM always uses Keras.")
     p.add_argument("model", help="model folder (model.h5 + metadata.json)")
     p.add_argument("--tolerance", type=float,
-                   help="largest accepted |LiteRT - Keras| probability (default: serving.TOLERANCE, 1e-4)")
+                   help="largest accepted |LiteRT - Keras| probability (default: 1e-4)")
 
 
 # ------------------------------------------------------------------------------------ prepare / train / evaluate
 
 
 def _source(kind: str, root: str, policy: str = "majority", synthetic: bool = False) -> Any:
-    from radtriage.recipes import DataSource
+    from radtriage.runs import DataSource
 
     return DataSource(kind=kind, path=root, policy=policy, synthetic=synthetic)
 
@@ -197,7 +203,7 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
     from radtriage.prepare import prepare
     from radtriage.preprocess import PreprocessConfig
-    from radtriage.recipes import load_source
+    from radtriage.runs import load_source
 
     config = PreprocessConfig(size=args.size, resize=args.resize, contrast=args.contrast)
     source = _source(args.kind, args.root, args.policy, args.synthetic)
@@ -216,14 +222,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
 
 def run_config_from_args(args: argparse.Namespace) -> Any:
     """The run config: --config file (or the task's defaults) with the given flags applied."""
-    from radtriage.recipes import ChestRunConfig, DataSource, MuraRunConfig, load_run_config
+    from radtriage.runs import RECIPES, DataSource, load_run_config
 
     if args.config:
         run = load_run_config(args.config)
         if args.task and args.task != run.task:
             raise CliError(f"--task {args.task} contradicts the config's task {run.task!r}.", EXIT_USAGE)
     else:
-        run = MuraRunConfig() if args.task == "mura" else ChestRunConfig()
+        run = RECIPES[tasks.get(args.task or tasks.CHEST.name).default_recipe][0]()
     d = run.to_dict()
     generic = (("model_dir", "model_dir"), ("threshold_rule", "threshold_rule"), ("n_boot", "n_boot"),
                ("cache", "cache_dir"), ("workers", "workers"))
@@ -243,7 +249,7 @@ def run_config_from_args(args: argparse.Namespace) -> Any:
                 raise CliError(f"--data needs KIND:PATH with KIND one of {', '.join(KINDS[:3])}, got {spec!r}.",
                                EXIT_USAGE)
             sources.append(DataSource(kind, path, synthetic=args.synthetic))
-        if run.task == "mura":
+        if "source" in d:  # a single-source recipe (MURA)
             if len(sources) != 1 or sources[0].kind != "mura":
                 raise CliError("a MURA run takes exactly one --data mura:PATH.", EXIT_USAGE)
             d["source"] = vars(sources[0])
@@ -271,7 +277,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(run.to_json())
         return EXIT_OK
-    from radtriage.recipes import train_run
+    from radtriage.runs import train_run
 
     result = train_run(run)
     print(result.summary().to_string(index=False))
@@ -280,7 +286,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from radtriage.recipes import evaluate_model
+    from radtriage.runs import evaluate_model
 
     out = Path(args.out) if args.out else Path(args.model) / "evaluation"
     metrics = evaluate_model(args.model, _source(args.kind, args.root, args.policy, args.synthetic), out,
@@ -338,21 +344,17 @@ def study_type_of(path: Path) -> str:
     return next((part for part in path.parts if part in MURA_STUDY_TYPES), "")
 
 
-def default_model_dir(task: str) -> Path:
-    from radtriage.dashboard import settings
+def default_model_dir(folder: str) -> Path:
+    """``<model directory>/<folder>``; the model directory is a setting (:mod:`radtriage.locations`)."""
+    from radtriage import locations
 
-    return settings.model_dir() / task
+    return locations.model_dir() / folder
 
 
 def _flag_columns(classes: Sequence[str], probs: Any, thresholds: Sequence[float]) -> dict[str, Any]:
-    row: dict[str, Any] = {}
-    for c, p in zip(classes, probs):
-        row[f"prob: {c}"] = float(p)
-    for c, p, t in zip(classes, probs, thresholds):
-        row[f"flag: {c}"] = int(p >= t)
-    flagged = sorted((c for c, p, t in zip(classes, probs, thresholds) if p >= t),
-                     key=lambda c: -float(probs[list(classes).index(c)]))
-    row["flagged"] = "; ".join(flagged)
+    row: dict[str, Any] = {f"prob: {c}": float(p) for c, p in zip(classes, probs)}
+    row.update({f"flag: {c}": int(f) for c, f in zip(classes, contract.flags(probs, thresholds))})
+    row["flagged"] = "; ".join(contract.flagged(classes, probs, thresholds))
     return row
 
 
@@ -426,17 +428,13 @@ def predict_files(predictor: Any, files: Sequence[Path], studies: str = "auto", 
     study_rows: list[dict[str, Any]] = []
     in_study = [(row, p) for row, p in batcher.done if row["study"]]
     if in_study:
-        from radtriage.evaluation import aggregate_studies  # scikit-learn and plotting: only when needed
-
-        ids = [row["study"] for row, _ in in_study]
-        probs = np.stack([p for _, p in in_study])
-        per_class = [aggregate_studies(ids, probs[:, c]) for c in range(len(classes))]
+        ids, counts, means = contract.study_means([row["study"] for row, _ in in_study],
+                                                  np.stack([p for _, p in in_study]))
         types = {row["study"]: row["study_type"] for row, _ in in_study}
-        for k, sid in enumerate(per_class[0]["study_id"]):
-            mean = [float(pc["probability"].iloc[k]) for pc in per_class]
+        for sid, n, mean in zip(ids, counts, means):
             study_rows.append({"level": "study", "file": sid, "study": sid, "study_type": types[sid],
-                               "n_images": int(per_class[0]["n_images"].iloc[k]), "status": "ok",
-                               "error_code": "", "error": "", **_flag_columns(classes, mean, thresholds)})
+                               "n_images": int(n), "status": "ok", "error_code": "", "error": "",
+                               **_flag_columns(classes, mean, thresholds)})
     return {"images": images, "errors": errors, "studies": study_rows}
 
 
@@ -485,8 +483,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.model:
         model_dir = Path(args.model)
     else:
-        task = args.task or ("mura" if any(MURA_STUDY_DIR.match(f.parent.name) for f in files) else "chest")
-        model_dir = default_model_dir(task)
+        per_study = tasks.for_unit("study") if any(MURA_STUDY_DIR.match(f.parent.name) for f in files) else None
+        task = tasks.get(args.task) if args.task else per_study or tasks.CHEST
+        model_dir = default_model_dir(task.model_folder)
     from radtriage.artifact import ArtifactError
     from radtriage.serving import load_predictor
 
@@ -510,7 +509,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from radtriage.artifact import ArtifactError
-    from radtriage.serving import TOLERANCE, export_litert
+    from radtriage.export import TOLERANCE, export_litert
 
     try:
         entry = export_litert(args.model, tolerance=TOLERANCE if args.tolerance is None else args.tolerance)

@@ -12,6 +12,12 @@ Order of operations (each step is a small function below):
 3. A trailing channel axis: output shape ``(size, size, 1)``, float32 in [0, 1].
 
 Anything else (intensity normalisation for the network) is a layer inside the model.
+
+From a file to a model input: :func:`load_and_preprocess` (JPEG 2000 decoded at the config's size,
+part of the preprocessing), :func:`try_load_and_preprocess` (a failure becomes a
+:class:`LoadFailure`), :func:`load_and_preprocess_many` (decoding worker processes) and
+:func:`model_input` (reuses a decode made for display when its resolution level is the model's);
+the prepare cache, the CLI and the dashboard share them.
 """
 
 from __future__ import annotations
@@ -185,6 +191,27 @@ def load_and_preprocess(source: str | Path | bytes, config: PreprocessConfig, *,
     """
     rg = radiograph.load(source, min_side=config.size, name=name)
     return rg, preprocess(rg.pixels, config)
+
+
+def model_input(loaded: radiograph.Radiograph, config: PreprocessConfig, source: str | Path | bytes) -> np.ndarray:
+    """The model input of a file already loaded for another purpose (e.g. display), decoding it again
+    only when that load's resolution differs from the model's.
+
+    Equal to ``load_and_preprocess(source, config)[1]``: a load whose decode level
+    (:func:`radiograph.decode_level`) matches the one the model's size asks for is reused as is.
+
+    Args:
+        loaded: ``radiograph.load(source, min_side=...)`` of the same file.
+        config: the model's preprocessing parameters.
+        source: the file's path or bytes.
+
+    Returns:
+        float32 (size, size, 1) in [0, 1].
+    """
+    meta = loaded.metadata
+    if radiograph.decode_level(meta, loaded.min_side) == radiograph.decode_level(meta, config.size):
+        return preprocess(loaded.pixels, config)
+    return load_and_preprocess(source, config, name=loaded.name)[1]
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,8 @@ Window Center/Width, else the 0.5-99.5 percentile range of the modality values) 
 inverted for MONOCHROME1.
 
 JPEG 2000 DICOMs with ``min_side`` are decoded at reduced resolution by Pillow (a 2048 px file
-with ``min_side=256`` decodes 8x smaller in ~10 ms instead of ~450 ms for a full decode);
+with ``min_side=256`` decodes 8x smaller: 12-22 ms instead of 0.6-0.8 s for a full decode, load and
+preprocess included, bench/RESULTS.md);
 :meth:`Radiograph.full_resolution` decodes the full image lazily when it is wanted for display.
 
 Patient identifiers never leave this module: only :class:`SafeMetadata` tags are read out, the
@@ -170,6 +171,7 @@ class Radiograph:
     metadata: SafeMetadata
     name: str = "upload"
     _full: Any = field(default=None, repr=False)  # None | callable -> full pixels | ndarray
+    min_side: int | None = None  # what ``load`` was asked for: with the metadata, it fixes the decode
 
     def __repr__(self) -> str:
         return f"Radiograph(name={self.name!r}, shape={self.pixels.shape}, metadata={self.metadata!r})"
@@ -226,7 +228,23 @@ def load(source: str | Path | bytes, *, min_side: int | None = None, name: str |
         raise
     except BaseException:  # noqa: BLE001 - decoder failures on bad bytes, incl. Rust panics (pyo3)
         raise CorruptFileError(_CORRUPT) from None
-    return Radiograph(pixels=pixels, metadata=metadata, name=display_name or "upload", _full=full)
+    return Radiograph(pixels=pixels, metadata=metadata, name=display_name or "upload", _full=full, min_side=min_side)
+
+
+def decode_level(metadata: SafeMetadata, min_side: int | None) -> int:
+    """The resolution level ``load(min_side=...)`` decodes a file at: 0 = full resolution, k = 1/2**k.
+
+    Only JPEG 2000 DICOMs that Pillow can reduce have levels; every other file decodes to the same
+    pixels whatever ``min_side``. Two loads of one file with the same level give the same pixels,
+    which lets a caller reuse a decode instead of decoding again (:func:`radtriage.preprocess.model_input`).
+    """
+    if metadata.source_format != "dicom" or metadata.transfer_syntax not in _pillow_j2k_names():
+        return 0
+    return _reduction_level(metadata.rows, metadata.columns, min_side)
+
+
+def _pillow_j2k_names() -> frozenset[str]:
+    return frozenset(_ts_name(ts) for ts in PILLOW_J2K_SYNTAXES)
 
 
 def _read_source(source: str | Path | bytes) -> tuple[bytes, str]:

@@ -1,10 +1,10 @@
 """The Streamlit dashboard's pieces; ``app.py`` at the repository root only wires them together.
 
 Modules:
-    settings   where models and examples live (env-overridable), display parameters, notices
+    settings   display parameters and notices (where models and examples live: radtriage.locations)
     engine     models loaded once per server process and per-file results cached (Streamlit caches)
     inputs     the examples gallery, the uploader and :func:`inputs.ingest` (name, bytes) -> Item
-    tables     pure functions: probability tables, flags, study verdicts, model statements
+    tables     pure functions: probability and study tables from a Prediction, summary sentences, model statements
     imaging    display-sized images and heatmap blending (numpy/Pillow/matplotlib only)
     report     CSV / JSON / one-page PNG report (matplotlib)
     views      the Streamlit rendering of results, Grad-CAM, DICOM tags and downloads

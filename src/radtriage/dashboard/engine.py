@@ -7,9 +7,13 @@ recomputed the heatmap even when only the opacity slider moved. Here:
 
 * :func:`get_model` - one :class:`radtriage.inference.Predictor` per model folder and server process
   (``st.cache_resource``, shared by every session); its compiled functions are traced once.
-* :func:`decode` - one decoded radiograph per file content (SHA-256), shared, bounded in number.
-* :func:`examine` / :func:`heatmap` - probabilities and heatmaps per (model, file hash[, class])
-  (``st.cache_data``): switching back to a class or moving a slider costs a dictionary look-up.
+* :func:`decode` - one decoded radiograph per file content (SHA-256), shared, bounded in number. The
+  model input is made from that same decode (:func:`radtriage.preprocess.model_input`); only a large
+  JPEG 2000 DICOM, whose display decode is at a finer resolution level than the model's, is decoded
+  a second time, at the model's level (~10 ms).
+* :func:`examine` / :func:`heatmap` - the :class:`~radtriage.predictor.Prediction` and heatmaps per
+  (model, file hash[, class]) (``st.cache_data``): switching back to a class or moving a slider costs
+  a dictionary look-up. A study's verdict is the contract's mean of its images' probabilities.
 * The opacity slider only re-blends (:func:`radtriage.dashboard.imaging.blend`), inside a fragment.
 * Streamlit calls ``keras.backend.clear_session()`` after *every* script run once Keras is imported
   (``_clean_problem_modules`` in its script runner, meant for apps that build models per run). With
@@ -33,12 +37,13 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from radtriage import radiograph
-from radtriage.artifact import METADATA_FILE, MODEL_FILE
+from radtriage import contract, locations, radiograph, tasks
+from radtriage.artifact import METADATA_FILE, MODEL_FILE, ModelMetadata
 from radtriage.dashboard import imaging, settings
 from radtriage.dashboard.tables import ModelFacts, model_facts
 from radtriage.model_card import CARD_FILE
-from radtriage.preprocess import PreprocessConfig, content_box
+from radtriage.predictor import Prediction
+from radtriage.preprocess import PreprocessConfig, content_box, model_input
 
 DECODE_CACHE_ENTRIES = 24  # decoded images kept (all sessions together); ~4 MB each at 1,024 px
 RESULT_CACHE_ENTRIES = 256
@@ -53,7 +58,7 @@ class Model:
     """A loaded model and what it says about itself.
 
     Attributes:
-        name: folder name ("chest" or "mura").
+        task: the model's task (:mod:`radtriage.tasks`); its folder is ``task.model_folder``.
         key: cache key: the folder and its files' modification times (a new model = new key).
         predictor: :class:`radtriage.inference.Predictor` (never pickled: resource-cached).
         facts: the metadata read for display (:class:`ModelFacts`).
@@ -61,7 +66,7 @@ class Model:
         card: MODEL_CARD.md text, or None when absent.
     """
 
-    name: str
+    task: tasks.Task
     key: str
     predictor: Any = field(repr=False, compare=False)
     facts: ModelFacts
@@ -69,9 +74,9 @@ class Model:
     card: str | None = field(repr=False)
 
     @property
-    def metadata(self) -> dict[str, Any]:
-        """metadata.json as a plain dict."""
-        return self.predictor.metadata.to_dict()
+    def metadata(self) -> ModelMetadata:
+        """The model's verified metadata."""
+        return self.predictor.metadata
 
 
 @dataclass(frozen=True)
@@ -83,8 +88,8 @@ class Decoded:
         digest: SHA-256 of its bytes (the cache key; never the bytes themselves).
         radiograph: the loaded :class:`radtriage.radiograph.Radiograph` (pixels float32 [0, 1]).
         display: uint8 (H', W') image at most ``settings.DISPLAY_SIDE`` a side.
-        data: the file's bytes, kept in memory (never on disk) so each model loads its own input
-            through the one shared path (:meth:`radtriage.inference.Predictor.load_input`).
+        data: the file's bytes, kept in memory (never on disk), for the rare second decode at a
+            model's resolution level (:func:`radtriage.preprocess.model_input`).
     """
 
     name: str
@@ -113,20 +118,25 @@ class Examination:
     """A model's output on one image.
 
     Attributes:
-        probs: float32 (C,) probabilities in [0, 1], the model's class order.
+        prediction: calibrated probabilities, flags and thresholds.
         x: float32 (S, S, 1) model input (the model's own preprocessing), kept for more heatmaps.
         box: (top, left, height, width) of the image inside ``x``.
-        default_class: class shown first: the most probable flagged class, else the most probable.
+        default_class: class shown first (:func:`radtriage.contract.default_class`).
         heatmap: float32 (S, S) in [0, 1] for ``default_class``.
         degenerate: the heatmap was NaN or constant (shown as "no localisation").
     """
 
-    probs: np.ndarray
+    prediction: Prediction
     x: np.ndarray
     box: tuple[int, int, int, int]
     default_class: int
     heatmap: np.ndarray
     degenerate: bool
+
+    @property
+    def probs(self) -> np.ndarray:
+        """float64 (C,) probabilities in the model's class order."""
+        return self.prediction.vector()
 
 
 def digest_of(data: bytes) -> str:
@@ -167,25 +177,25 @@ def _load(folder: str, key: str) -> Any:
     return inference.Predictor.from_dir(folder)
 
 
-def get_model(name: str) -> Model:
-    """The model in ``<model dir>/<name>`` loaded once per server process.
+def get_model(task: tasks.Task) -> Model:
+    """The model of ``task`` in ``<model dir>/<task.model_folder>``, loaded once per server process.
 
     Raises:
         ModelUnavailable: the folder, its model.h5 or metadata.json is missing, or it cannot load.
     """
-    folder = settings.model_dir() / name
-    label = settings.MODEL_LABELS.get(name, name)
+    folder = locations.model_dir() / task.model_folder
+    label = task.label
     missing = [f for f in (MODEL_FILE, METADATA_FILE) if not (folder / f).is_file()]
     if missing:
         raise ModelUnavailable(
             f"The {label} model is not installed: {folder} has no {' or '.join(missing)}. "
-            f"Train or download it into that folder (or set {settings.MODEL_DIR_ENV})."
+            f"Train or download it into that folder (or set {locations.MODEL_DIR_ENV})."
         )
     key = _stamp(folder)
     try:
         with st.spinner(f"Loading the {label} model (once per server)…"):
             predictor = _load(str(folder), key)
-        metadata = predictor.metadata.to_dict()
+        metadata = predictor.metadata
         facts = model_facts(metadata)
         config = predictor.preprocess_config
     except Exception as err:  # noqa: BLE001 - any load failure becomes one sentence on the page
@@ -195,15 +205,15 @@ def get_model(name: str) -> Model:
         ) from None
     card_path = folder / CARD_FILE
     card = card_path.read_text(encoding="utf-8") if card_path.is_file() else _card_from(metadata)
-    return Model(name=name, key=key, predictor=predictor, facts=facts, preprocess=config, card=card)
+    return Model(task=task, key=key, predictor=predictor, facts=facts, preprocess=config, card=card)
 
 
-def _card_from(metadata: dict[str, Any]) -> str | None:
+def _card_from(metadata: ModelMetadata) -> str | None:
     """The model card written from the metadata when the folder has no MODEL_CARD.md."""
     from radtriage.model_card import model_card_markdown
 
     try:
-        return model_card_markdown(metadata)
+        return model_card_markdown(metadata.to_dict())
     except Exception:  # noqa: BLE001 - a card is a convenience; the page states the metadata anyway
         return None
 
@@ -237,48 +247,37 @@ def decode(name: str, data: bytes, digest: str | None = None) -> Decoded | Failu
 
 
 # --- model outputs --------------------------------------------------------------------------
-def default_class(probs: np.ndarray, thresholds: tuple[float, ...]) -> int:
-    """The most probable class at or above its threshold, else the most probable class."""
-    probs = np.asarray(probs, dtype=np.float64)
-    flagged = probs >= np.asarray(thresholds)
-    ranked = np.where(flagged, probs, probs - 2.0)  # any flagged class outranks every unflagged one
-    return int(np.argmax(ranked))
-
-
-def _probs_and_heatmap(predictor: Any, x: np.ndarray, class_index: int | None) -> tuple[np.ndarray, int, np.ndarray, bool]:
-    """One compiled call: probabilities (C,), the explained class, its heatmap (S, S), degenerate flag."""
+def _explain(predictor: Any, x: np.ndarray, class_index: int | None) -> tuple[Prediction, int, np.ndarray, bool]:
+    """One compiled call: the prediction, the explained class, its heatmap (S, S), degenerate flag."""
     out = predictor.predict_and_explain(x, class_index=class_index)
-    probs = np.asarray([out.prediction.probabilities[c] for c in predictor.classes], dtype=np.float32)
     heat = np.asarray(out.heatmap, dtype=np.float32)
-    return probs, int(out.class_index), heat, bool(out.degenerate) or imaging.is_degenerate(heat)
+    return out.prediction, int(out.class_index), heat, out.degenerate or contract.heatmap_is_degenerate(heat)
 
 
 @st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
 def _examine(model_key: str, digest: str, _model: Model, _decoded: Decoded) -> Examination:
-    predictor = _model.predictor
-    # The model input is made from the file by the same path as the CLI and the training cache
-    # (decode resolution included), not from the display decode.
-    rg, x = predictor.load_input(_decoded.data, name=_decoded.name)
-    pixels = rg.pixels
-    x = np.asarray(x, dtype=np.float32)
+    # The display decode is reused as the model's input where the decode level is the same (every
+    # format but large JPEG 2000); the preprocessing is the one the CLI and training use.
+    x = model_input(_decoded.radiograph, _model.preprocess, _decoded.data)
     # One graph call explains the most probable class; a second only when a less probable class
     # is the top *flagged* one (thresholds differ per class).
-    probs, explained, heat, degenerate = _probs_and_heatmap(predictor, x, None)
-    first = default_class(probs, _model.facts.thresholds)
+    prediction, explained, heat, degenerate = _explain(_model.predictor, x, None)
+    first = contract.default_class(prediction.vector(), _model.facts.thresholds)
     if explained != first:
-        probs, explained, heat, degenerate = _probs_and_heatmap(predictor, x, first)
-    return Examination(probs=probs, x=x, box=content_box(pixels.shape, _model.preprocess),
+        _, explained, heat, degenerate = _explain(_model.predictor, x, first)
+    return Examination(prediction=prediction, x=x, box=content_box(_decoded.radiograph.pixels.shape,
+                                                                      _model.preprocess),
                        default_class=first, heatmap=heat, degenerate=degenerate)
 
 
 def examine(model: Model, decoded: Decoded) -> Examination:
-    """Probabilities and the default class's heatmap for one image, cached per (model, file)."""
+    """The prediction and the default class's heatmap for one image, cached per (model, file)."""
     return _examine(model.key, decoded.digest, model, decoded)
 
 
 @st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
 def _heatmap(model_key: str, digest: str, class_index: int, _model: Model, _x: np.ndarray) -> tuple[np.ndarray, bool]:
-    _, _, heat, degenerate = _probs_and_heatmap(_model.predictor, _x, class_index)
+    _, _, heat, degenerate = _explain(_model.predictor, _x, class_index)
     return heat, degenerate
 
 
@@ -303,20 +302,12 @@ def display_heatmap(model: Model, decoded: Decoded, class_index: int, heat: np.n
     return _display_heat(model.key, decoded.digest, int(class_index), heat, model, decoded)
 
 
-@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
-def _study(model_key: str, digests: tuple[str, ...], _model: Model, _xs: np.ndarray) -> tuple[float, bool]:
-    from radtriage import inference
-
-    prediction = inference.predict_study(_model.predictor, _xs)
-    name = _model.facts.classes[0]
-    return prediction.probabilities[name], prediction.flags[name]
-
-
-def study_probability(model: Model, decoded: list[Decoded], exams: list[Examination]) -> tuple[float, bool]:
-    """A study's probability and flag by :func:`radtriage.inference.predict_study` (mean of the images)."""
-    return _study(model.key, tuple(d.digest for d in decoded), model, np.stack([e.x for e in exams]))
+def study_prediction(model: Model, exams: list[Examination]) -> Prediction:
+    """A study's prediction: the contract's mean of its images' calibrated probabilities, flagged."""
+    mean = contract.study_mean(np.stack([e.prediction.vector() for e in exams]))
+    return Prediction.of(list(model.facts.classes), mean, model.facts.thresholds, model.metadata.provenance)
 
 
 def metadata_json(model: Model) -> str:
     """The model's metadata as pretty JSON (for the model card panel)."""
-    return json.dumps(model.metadata, indent=1, default=str)
+    return json.dumps(model.metadata.to_dict(), indent=1, default=str)

@@ -10,7 +10,6 @@ import numpy as np
 from matplotlib import colormaps
 from PIL import Image
 
-FLAT_TOLERANCE = 1e-6  # a heatmap whose range is below this carries no localisation
 
 
 def to_display(pixels: np.ndarray, max_side: int) -> np.ndarray:
@@ -29,13 +28,6 @@ def to_display(pixels: np.ndarray, max_side: int) -> np.ndarray:
     if scale < 1.0:
         image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
     return np.asarray(image)
-
-
-def is_degenerate(heatmap: np.ndarray | None) -> bool:
-    """True for a missing heatmap, one holding NaN/inf, or a constant one (no localisation)."""
-    if heatmap is None or heatmap.size == 0 or not np.all(np.isfinite(heatmap)):
-        return True
-    return float(np.ptp(heatmap)) < FLAT_TOLERANCE
 
 
 def colorize(heatmap: np.ndarray, cmap: str) -> np.ndarray:

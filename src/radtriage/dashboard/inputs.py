@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
-from radtriage import labels, radiograph
+from radtriage import labels, radiograph, tasks
 from radtriage.dashboard import engine, imaging, settings
 
 UPLOAD_KEY = "uploads"
@@ -171,46 +171,45 @@ def anatomy_of(decoded: engine.Decoded) -> str | None:
     return labels.anatomy_from_body_part(decoded.metadata.body_part_examined)
 
 
-def choose_model(decoded: Sequence[engine.Decoded], example: Example | None) -> str:
-    """The model to run: from the example, else from DICOM tags, else the user's choice.
+def choose_model(decoded: Sequence[engine.Decoded], example: Example | None) -> tasks.Task | None:
+    """The model's task: from the example, else from DICOM tags, else the user's choice (None until made).
 
-    The radio always lets the user override; its default follows the inputs.
+    The radio lists every task of the registry and always lets the user override; its default
+    follows the inputs.
     """
     found = {a for a in (anatomy_of(d) for d in decoded) if a}
     if example is not None:
-        default, why = settings.ANATOMY_TO_MODEL[example.anatomy], "from the example's anatomy"
+        default, why = tasks.for_anatomy(example.anatomy), "from the example's anatomy"
     elif len(found) == 1:
-        default, why = settings.ANATOMY_TO_MODEL[found.pop()], "from DICOM BodyPartExamined"
+        default, why = tasks.for_anatomy(found.pop()), "from DICOM BodyPartExamined"
     else:
         default, why = None, None
-    names = list(settings.MODEL_LABELS)
+    names = list(tasks.names())
     key = "model_" + engine.digest_of("".join(d.digest for d in decoded).encode())[:16]
     choice = st.sidebar.radio(
         "Model",
         names,
-        index=names.index(default) if default else None,
-        format_func=settings.MODEL_LABELS.get,
+        index=names.index(default.name) if default else None,
+        format_func=lambda name: tasks.get(name).label,
         key=key,
         help="Chosen from the DICOM BodyPartExamined tag where present; otherwise choose.",
     )
-    if why and choice == default:
+    if why and default and choice == default.name:
         st.sidebar.caption(f"Chosen {why}.")
     elif not default:
         st.sidebar.caption("No DICOM body part found: choose the model for these images.")
-    return choice
+    return tasks.get(choice) if choice else None
 
 
-def body_part_warnings(decoded: Sequence[engine.Decoded], model_name: str) -> list[str]:
-    """One sentence per file whose DICOM body part does not match the chosen model."""
-    expected = {v: k for k, v in settings.ANATOMY_TO_MODEL.items()}[model_name]
-    words = {"chest": "a chest", "limb": "an upper limb"}
+def body_part_warnings(decoded: Sequence[engine.Decoded], task: tasks.Task) -> list[str]:
+    """One sentence per file whose DICOM body part does not match the chosen model's anatomy."""
     out = []
     for d in decoded:
-        anatomy = anatomy_of(d)
-        if anatomy and anatomy != expected:
+        other = tasks.for_anatomy(anatomy_of(d))
+        if other is not None and other.anatomy != task.anatomy:
             out.append(
-                f"{d.name}: its DICOM BodyPartExamined is {d.metadata.body_part_examined!r} ({words[anatomy]}), "
-                f"but the {settings.MODEL_LABELS[model_name]} model is selected. Its output on this image is meaningless."
+                f"{d.name}: its DICOM BodyPartExamined is {d.metadata.body_part_examined!r} ({other.anatomy_phrase}), "
+                f"but the {task.label} model is selected. Its output on this image is meaningless."
             )
     return out
 

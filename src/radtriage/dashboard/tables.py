@@ -1,8 +1,10 @@
 """Pure functions from a model's metadata and probabilities to what the page shows (no Streamlit).
 
-A model's metadata (``metadata.json`` beside ``model.h5``) states its classes, operating thresholds,
-validation metrics (with the split they were measured on) and, per class, where its knowledge
-comes from (``labels.PROVENANCE_*``). Everything shown about a model is read from there.
+A model's :class:`~radtriage.artifact.ModelMetadata` (``metadata.json`` beside ``model.h5``) states
+its classes, operating thresholds, validation metrics (with the split they were measured on) and, per
+class, where its knowledge comes from (``labels.PROVENANCE_*``). Everything shown about a model is
+read from there, and every result from a :class:`~radtriage.predictor.Prediction` as the predictor
+made it (flags included: the page never re-applies a threshold).
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from radtriage.artifact import ModelMetadata
 from radtriage.labels import PROVENANCE_NONE, PROVENANCE_REAL, PROVENANCE_SYNTHETIC
+from radtriage.predictor import Prediction
 
 
 @dataclass(frozen=True)
@@ -40,18 +44,6 @@ class ModelFacts:
     auroc: tuple[float | None, ...]
     auroc_ci: tuple[tuple[float, float] | None, ...]
     split: str | None
-
-
-def _per_class(value: Any, classes: Sequence[str], default: Any) -> list[Any]:
-    """A per-class value given as a list (output order), a {class: value} dict or one scalar."""
-    if isinstance(value, Mapping):
-        return [value.get(c, default) for c in classes]
-    if isinstance(value, (list, tuple, np.ndarray)):
-        values = list(value)
-        if len(values) != len(classes):
-            raise ValueError(f"metadata lists {len(values)} values for {len(classes)} classes")
-        return values
-    return [default if value is None else value] * len(classes)
 
 
 def _finite(value: Any) -> float | None:
@@ -85,19 +77,19 @@ def _class_aurocs(m: Mapping[str, Any], classes: Sequence[str]) -> list[tuple[fl
     return [found.get(c, (None, None)) for c in classes]
 
 
-def model_facts(metadata: Mapping[str, Any]) -> ModelFacts:
-    """Read a model's self-description from its metadata dict (see :class:`ModelFacts`)."""
-    classes = tuple(metadata["classes"])
-    thresholds = tuple(float(t) for t in _per_class(metadata.get("thresholds"), classes, 0.5))
-    provenance = tuple(str(p) for p in _per_class(metadata.get("provenance"), classes, PROVENANCE_NONE))
-    metrics = metric_set(metadata.get("metrics"))
+def model_facts(metadata: ModelMetadata) -> ModelFacts:
+    """Read a model's self-description from its verified metadata (see :class:`ModelFacts`)."""
+    classes = tuple(metadata.classes)
+    thresholds = tuple(float(metadata.thresholds[c]) for c in classes)
+    provenance = tuple(str(metadata.provenance[c]) for c in classes)
+    metrics = metric_set(metadata.metrics)
     entries = _class_aurocs(metrics, classes)
     split = metrics.get("split")
     if split is not None and metrics.get("study_level"):
         split = f"{split} (study level)"
     return ModelFacts(
-        name=str(metadata.get("name", "model")),
-        task=str(metadata.get("task", "")),
+        name=metadata.name,
+        task=metadata.task,
         classes=classes,
         thresholds=thresholds,
         provenance=provenance,
@@ -113,26 +105,25 @@ def _auroc_text(auroc: float | None, ci: tuple[float, float] | None) -> str:
     return f"{auroc:.2f} ({ci[0]:.2f}–{ci[1]:.2f})" if ci else f"{auroc:.2f}"
 
 
-def probability_table(probs: np.ndarray, facts: ModelFacts) -> pd.DataFrame:
+def probability_table(prediction: Prediction, facts: ModelFacts) -> pd.DataFrame:
     """One row per class, most probable first.
 
     Args:
-        probs: float (C,) in [0, 1], in the model's class order.
-        facts: the model's :class:`ModelFacts`.
+        prediction: the model's calibrated output for one image or study.
+        facts: the model's :class:`ModelFacts` (validation AUROC and provenance per class).
 
     Returns:
-        DataFrame with columns Finding, Probability, Threshold, Flagged (probability >= threshold),
+        DataFrame with columns Finding, Probability, Threshold, Flagged (the prediction's flags),
         Validation AUROC (95% CI) and Provenance.
     """
-    probs = np.asarray(probs, dtype=np.float64).reshape(-1)
-    if probs.shape[0] != len(facts.classes):
-        raise ValueError(f"{probs.shape[0]} probabilities for {len(facts.classes)} classes")
+    if list(prediction.probabilities) != list(facts.classes):
+        raise ValueError(f"the prediction's classes {list(prediction.probabilities)} are not the model's")
     frame = pd.DataFrame(
         {
             "Finding": facts.classes,
-            "Probability": probs,
-            "Threshold": facts.thresholds,
-            "Flagged": probs >= np.asarray(facts.thresholds),
+            "Probability": prediction.vector(),
+            "Threshold": [prediction.thresholds[c] for c in facts.classes],
+            "Flagged": [prediction.flags[c] for c in facts.classes],
             "Validation AUROC (95% CI)": [_auroc_text(a, c) for a, c in zip(facts.auroc, facts.auroc_ci)],
             "Provenance": facts.provenance,
         }
@@ -180,6 +171,9 @@ def only_synthetic(facts: ModelFacts) -> bool:
     return PROVENANCE_REAL not in facts.provenance
 
 
-def study_table(names: Sequence[str], probs: Sequence[float]) -> pd.DataFrame:
-    """Per-image abnormality probabilities of one study (columns Image, Probability of abnormal)."""
-    return pd.DataFrame({"Image": list(names), "Probability of abnormal": [float(p) for p in probs]})
+def study_table(names: Sequence[str], predictions: Sequence[Prediction]) -> pd.DataFrame:
+    """Per-image probabilities of a one-class (abnormal) model's study: columns Image, Probability of
+    abnormal, Flagged (each image's own flag; the study's verdict is the mean's)."""
+    return pd.DataFrame({"Image": list(names),
+                         "Probability of abnormal": [float(p.vector()[0]) for p in predictions],
+                         "Flagged": [bool(next(iter(p.flags.values()))) for p in predictions]})

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from radtriage import contract, locations
 from radtriage.dashboard import engine, imaging, report, settings, tables
 from radtriage.dashboard.inputs import Example
 
@@ -42,7 +43,7 @@ def failures(items: Sequence[engine.Failure]) -> None:
 
 def model_missing(message: str) -> None:
     st.error(message, icon=":material/inventory_2:")
-    st.caption(f"Model folder: {settings.model_dir()} (set {settings.MODEL_DIR_ENV} to use another).")
+    st.caption(f"Model folder: {locations.model_dir()} (set {locations.MODEL_DIR_ENV} to use another).")
 
 
 # --- what the model knows -------------------------------------------------------------------
@@ -97,9 +98,9 @@ def chest_table(table: pd.DataFrame, example: Example | None) -> pd.DataFrame:
     return shown
 
 
-def chest_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, example: Example | None) -> None:
+def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, example: Example | None) -> None:
     """One chest image: summary, chart against thresholds, Grad-CAM, table, tags and downloads."""
-    table = tables.probability_table(exam.probs, model.facts)
+    table = tables.probability_table(exam.prediction, model.facts)
     summary = tables.summary_sentence(table)
     left, right = st.columns([1, 1], gap="large")
     with right:
@@ -164,19 +165,20 @@ def overlay_image(model: engine.Model, decoded: engine.Decoded, exam: engine.Exa
                   opacity: float) -> np.ndarray | None:
     """The blended Grad-CAM overlay (uint8 RGB at display size), or None for a degenerate map."""
     heat, degenerate = engine.heatmap(model, decoded, exam, class_index)
-    if degenerate or imaging.is_degenerate(heat):
+    if degenerate or contract.heatmap_is_degenerate(heat):
         return None
     heat_display, heat_rgb = engine.display_heatmap(model, decoded, class_index, heat)
     return imaging.blend(decoded.display, heat_rgb, heat_display, opacity)
 
 
 # --- MURA -----------------------------------------------------------------------------------
-def mura_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: Sequence[engine.Examination],
+def study_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: Sequence[engine.Examination],
                 study_type: str, example: Example | None) -> None:
     """A study: verdict from the mean of its images, per-image probabilities and heatmaps."""
     facts = model.facts
     threshold = facts.thresholds[0]
-    probability, abnormal = engine.study_probability(model, list(decoded), list(exams))
+    study = engine.study_prediction(model, list(exams))
+    probability, abnormal = study.top_probability, study.flags[study.top_class]
     verdict = "Abnormal" if abnormal else "Normal"
     summary = (f"Study verdict ({study_type}, {len(exams)} image{'s' if len(exams) > 1 else ''}): {verdict} — "
                f"mean probability of abnormal {probability:.2f} against the operating threshold {threshold:.2f}.")
@@ -185,8 +187,7 @@ def mura_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: S
     if example is not None:
         st.info(example.truth_text(), icon=":material/target:")
     model_statement(model)
-    table = tables.study_table([d.name for d in decoded], [e.probs[0] for e in exams])
-    table["Flagged"] = table["Probability of abnormal"] >= threshold
+    table = tables.study_table([d.name for d in decoded], [e.prediction for e in exams])
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, settings.DEFAULT_OPACITY, 0.05, key="mura_opacity")
     panels = []
     for col, d, e in zip(st.columns(min(len(decoded), 4) or 1) * 3, decoded, exams):
