@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and start the dashboard on http://127.0.0.1:8501
+# Set up (idempotent; requirements.txt) and start the dashboard on http://127.0.0.1:8501
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

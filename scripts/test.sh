@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Set up (idempotent) and run the whole test suite. Extra arguments go to pytest.
+# Set up (idempotent; requirements-dev.txt) and run the whole test suite. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+bash scripts/setup.sh --dev
 # Debian's chromium for the dashboard's browser test (Playwright drives it; it never downloads one).
 # Only as root with apt-get; elsewhere tests/test_browser.py skips and says why.
 if [ ! -x /usr/bin/chromium ] && [ "${RADTRIAGE_NO_CHROMIUM:-0}" != 1 ]; then
