@@ -1,8 +1,11 @@
-"""The shipped models in model/ still give their recorded outputs, and say what they were trained on.
+"""The shipped MURA model (model/mura) still gives its recorded outputs, and says it was trained on
+synthetic phantoms only. The shipped chest model has its own checks in test_shipped_chest.py.
 
-``reference_predictions.json`` holds the saved model's outputs on every bundled example of
-``app_images/`` through the public path (``radiograph.load`` -> ``Predictor.prepare_input`` ->
-``Predictor.predict_batch``); re-computing them catches drift in loading, preprocessing or the file.
+``reference_predictions.json`` holds the Keras model's calibrated outputs on every file of every
+bundled example of ``app_images/`` (the chest examples included) through the shared load and
+preprocess path (``load_input`` -> ``predict_batch``). ``check_reference_predictions`` re-computes
+them with the Keras model and with its LiteRT export, which catches drift in loading, preprocessing,
+the model file or the export; an example file changed on disk is reported as such.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from radtriage import labels
-from radtriage.recipes import DEFAULT_ATOL, check_reference_predictions
+from radtriage.runs import DEFAULT_ATOL, check_reference_predictions
 
 ROOT = Path(__file__).resolve().parents[1]
 MURA_DIR = ROOT / "model" / "mura"
@@ -58,7 +61,7 @@ def test_mura_model_card_says_phantom_only():
 
 
 def test_mura_run_config_is_the_documented_phantom_run(mura_metadata):
-    from radtriage.recipes import MuraRunConfig, load_run_config
+    from radtriage.runs import MuraRunConfig, load_run_config
 
     run = load_run_config(MURA_DIR / "run_config.json")
     assert isinstance(run, MuraRunConfig)
