@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -26,6 +28,7 @@ from dicom_fixtures import (
     png_bytes,
     smooth_texture,
 )
+import radtriage.radiograph as radiograph_module
 from radtriage.radiograph import (
     ColourPhotoError,
     CorruptFileError,
@@ -400,6 +403,97 @@ def test_truncated_png_is_corrupt() -> None:
         load(data[: len(data) // 2])
 
 
+# A JPEG cut in its last bytes: read when the whole scan is there, refused when any of it is missing.
+NO_EOI_NOTE = "This JPEG file ends without its end marker; every row of the image was decoded."
+EOI = b"\xff\xd9"
+
+
+def textured_jpeg(kind: str = "gray", **save) -> bytes:
+    """A noisy texture (so the last blocks hold data), 200 x 168 px: not a whole number of MCUs."""
+    rng = np.random.default_rng(3)
+    gray = np.clip(smooth_texture(200, 168, 255).astype(np.int16) + rng.integers(-12, 13, (200, 168)), 0, 255)
+    pixels = gray.astype(np.uint8) if kind == "gray" else np.repeat(gray.astype(np.uint8)[..., None], 3, axis=2)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=90, **save)
+    data = buf.getvalue()
+    assert data.endswith(EOI)
+    return data
+
+
+NO_EOI_KINDS = {
+    "gray": ("gray", {}),
+    "rgb_420": ("rgb", {}),
+    "rgb_444_optimized": ("rgb", {"subsampling": 0, "optimize": True}),
+    "restart_markers": ("gray", {"restart_marker_blocks": 5}),
+}
+
+
+@pytest.mark.parametrize("kind", NO_EOI_KINDS)
+@pytest.mark.parametrize("cut", [2, 1], ids=["no_eoi", "half_eoi"])
+def test_jpeg_missing_only_its_end_marker_loads_with_a_warning(kind: str, cut: int) -> None:
+    colour, save = NO_EOI_KINDS[kind]
+    intact = textured_jpeg(colour, **save)
+    rad = load(intact[:-cut])
+    assert rad.warnings == (NO_EOI_NOTE,)
+    np.testing.assert_array_equal(rad.pixels, load(intact).pixels)
+    assert rad.metadata.source_format == "jpeg"
+
+
+def test_intact_jpeg_and_other_formats_carry_no_warning() -> None:
+    assert load(textured_jpeg()).warnings == ()
+    assert load(png_bytes(gradient(100, 80, 255))).warnings == ()
+    assert load(dicom_bytes(make_dataset(gradient(), bits_stored=12))).warnings == ()
+
+
+@pytest.mark.parametrize("kind", NO_EOI_KINDS)
+def test_jpeg_cut_in_its_scan_is_refused(kind: str) -> None:
+    colour, save = NO_EOI_KINDS[kind]
+    intact = textured_jpeg(colour, **save)
+    for data in (intact[: int(len(intact) * 0.6)], intact[:-3]):  # 40 % cut; one byte of scan data + EOI
+        # The trap: with the marker appended Pillow decodes it "without error", the missing data
+        # filled in as zero bits and mid-gray.
+        with Image.open(io.BytesIO(data + EOI)) as im:
+            im.load()
+        with pytest.raises(CorruptFileError) as info:
+            load(data)
+        assert str(info.value) == "This image file is damaged or incomplete and cannot be read."
+
+
+def test_jpeg_end_marker_check_agrees_with_the_decoder_at_every_cut() -> None:
+    intact = textured_jpeg()
+    reference = load(intact).pixels
+    for cut in range(1, 41):
+        try:
+            rad = load(intact[:-cut])
+        except CorruptFileError:
+            assert cut > 2, cut
+            continue
+        assert cut <= 2, cut
+        np.testing.assert_array_equal(rad.pixels, reference)
+
+
+def test_progressive_jpeg_without_end_marker_is_refused() -> None:
+    """A progressive file cut between scans has every row, at lower quality: refused, and so is one
+    lacking only its end marker (nothing says its last scan is the last one written)."""
+    intact = textured_jpeg(progressive=True)
+    scans = [i for i in range(len(intact)) if intact.startswith(b"\xff\xda", i)]
+    assert len(scans) >= 5
+    after_three = intact[: scans[3]]
+    with Image.open(io.BytesIO(after_three + EOI)) as im:  # premise: a whole image, lower quality
+        coarse = np.asarray(im.convert("L"), dtype=np.float32) / 255
+    assert coarse.shape == (200, 168) and not np.array_equal(coarse, load(intact).pixels)
+    for data in (after_three, intact[:-2]):
+        with pytest.raises(CorruptFileError):
+            load(data)
+
+
+def test_jpeg_without_end_marker_above_the_check_limit_is_refused(monkeypatch) -> None:
+    data = textured_jpeg()[:-2]
+    monkeypatch.setattr(radiograph_module, "JPEG_SALVAGE_MAX_BYTES", len(data) - 1)
+    with pytest.raises(CorruptFileError):
+        load(data)
+
+
 def test_error_messages_are_one_sentence() -> None:
     cases = [TEXT, bomb_png_bytes(), png_bytes(colour_photo()), png_bytes(gradient(30, 40, 255))]
     for data in cases:
@@ -469,6 +563,7 @@ def _fuzz_bases() -> list[bytes]:
         dicom_bytes(compressed(make_dataset(arr, bits_stored=12), JPEGLSLossless)),
         png_bytes((arr >> 4).astype(np.uint8)),
         png_bytes(arr * 16),
+        jpeg_bytes((arr >> 4).astype(np.uint8))[:-2],  # no end marker: the scan check on mutated bytes
     ]
 
 
@@ -523,3 +618,33 @@ def test_limb_sample_images_load(shared_data) -> None:
         with Image.open(path) as im:
             assert rad.pixels.shape == (im.height, im.width) or rad.pixels.shape == (im.width, im.height)
         assert 0.0 <= rad.pixels.min() and rad.pixels.max() <= 1.0 and rad.pixels.std() > 0.02, path.name
+
+
+@pytest.mark.real_data
+def test_fracatlas_jpegs_cut_in_their_scan_stay_refused(shared_data) -> None:
+    """The FracAtlas JPEGs Pillow cannot decode strictly lack their end marker and also part of their
+    scan: they are refused, not read with the warning; the rest load without one."""
+    folder = shared_data / "fracatlas" / "images"
+    if not folder.is_dir():
+        pytest.skip("../shared/data/fracatlas/images is absent: this test reads the FracAtlas JPEGs")
+    paths = sorted(folder.glob("*.jpg"))
+    assert len(paths) == 1589
+    strict_failures = []
+    for path in paths:
+        try:
+            with Image.open(path) as im:
+                im.load()
+        except OSError:
+            strict_failures.append(path)
+    assert 1 <= len(strict_failures) <= 100
+    for path in strict_failures:
+        data = path.read_bytes()
+        # Proof that data is missing: a whole scan ignores bytes between its end and the marker, but
+        # here the bottom rows change with them (libjpeg decodes them in place of the missing data).
+        with Image.open(io.BytesIO(data + EOI)) as a, Image.open(io.BytesIO(data + b"\x55" * 64 + EOI)) as b:
+            assert not np.array_equal(np.asarray(a), np.asarray(b)), path.name
+        with pytest.raises(CorruptFileError):
+            load(path)
+    for path in paths[::25]:
+        if path not in strict_failures:
+            assert load(path).warnings == (), path.name

@@ -100,7 +100,9 @@ def chest_table(table: pd.DataFrame, example: Example | None) -> pd.DataFrame:
 
 def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, example: Example | None) -> None:
     """One chest image: summary, chart against thresholds, Grad-CAM, table, tags and downloads."""
-    table = tables.probability_table(exam.prediction, model.facts)
+    everything = tables.probability_table(exam.prediction, model.facts)
+    table = everything[everything["Reliable"]].reset_index(drop=True)  # ranked: validated classes only
+    apart = everything[~everything["Reliable"]]
     summary = tables.summary_sentence(table)
     left, right = st.columns([1, 1], gap="large")
     with right:
@@ -113,11 +115,15 @@ def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Exam
             st.info(example.truth_text(), icon=":material/target:")
         st.vega_lite_chart(table, probability_chart(table), width="stretch")
         st.caption("Bars: probability; white tick: the class's operating threshold (from the model's metadata).")
+        if not apart.empty:
+            st.caption("Not reliable, never flagged (no real training labels, or no better than chance on the "
+                       "validation images): " + "; ".join(f"{r.Finding} {r.Probability:.2f} ({r.Provenance})"
+                                                        for r in apart.itertuples()) + ".")
     with left:
-        gradcam_panel(model, decoded, exam, table, summary, example)
+        gradcam_panel(model, decoded, exam, everything, summary, example)
     model_statement(model)
     st.dataframe(
-        chest_table(table, example),
+        chest_table(everything, example),
         hide_index=True,
         width="stretch",
         column_config={
@@ -229,6 +235,8 @@ def dicom_panel(decoded: engine.Decoded) -> None:
     with st.expander(f"Image information — {decoded.name} (safe tags only)"):
         st.dataframe(pd.DataFrame({"Tag": list(meta), "Value": [str(v) for v in meta.values()]}),
                      hide_index=True, width="stretch")
+        for note in decoded.radiograph.warnings:
+            st.caption(note)
         if decoded.radiograph.is_reduced:
             st.caption("Large JPEG 2000 image: decoded at a reduced resolution level for display and analysis.")
 
