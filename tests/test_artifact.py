@@ -80,7 +80,7 @@ def test_metadata_that_disagrees_with_the_model_is_refused(saved) -> None:
     directory, _, _ = saved
 
     def to_mura(d: dict) -> None:
-        d.update(task="mura", classes=list(labels.MURA_CLASSES), thresholds={}, provenance={})
+        d.update(task="mura", classes=list(labels.MURA_CLASSES), thresholds={}, provenance={}, flaggable={})
 
     edit_metadata(directory, to_mura)
     with pytest.raises(ArtifactError, match="14 outputs but the metadata lists 1"):

@@ -56,3 +56,14 @@ def test_provenance_counts_soft_positives_and_ignores_missing() -> None:
         "A": labels.PROVENANCE_REAL, "B": labels.PROVENANCE_SYNTHETIC,
         "C": labels.PROVENANCE_NONE, "D": labels.PROVENANCE_REAL,
     }
+
+
+def test_a_class_that_may_not_be_flagged_never_is() -> None:
+    classes = ["a", "b", "c"]
+    probs = np.array([0.9, 0.8, 0.1])
+    thresholds = np.array([0.5, 0.5, 0.5])
+    may = np.array([False, True, True])
+    assert contract.flags(probs, thresholds, may).tolist() == [False, True, False]
+    assert contract.flagged(classes, probs, thresholds, may) == ["b"]
+    assert contract.default_class(probs, thresholds, may) == 1  # the flagged class, not the top unreliable one
+    assert contract.default_class(np.array([0.9, 0.2, 0.1]), thresholds, may) == 1  # reliable before unreliable

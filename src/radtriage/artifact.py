@@ -11,6 +11,8 @@ preprocess, predict, calibrate, flag and explain. ``metadata.json`` schema (vers
     preprocess      {..}              PreprocessConfig.to_dict(): size (= model input side), resize, contrast...
     gradcam_layer   str               4-D feature layer for Grad-CAM (pre-sigmoid layer: "logits")
     thresholds      {class: float}    flag when calibrated probability >= threshold, in [0, 1]; default 0.5
+    flaggable       {class: bool}     False: the class is never flagged (no real labels, or a validation
+                                      AUROC interval that includes 0.5); default True
     temperature     float | {class: float}  > 0; calibrated p = sigmoid(logit / T); 1.0 = uncalibrated
     metrics         {..}              held-out metrics, filled by evaluation.evaluate(); must state their split:
                                       either one result {"split": "...", ...} or several {name: {"split": ...}}
@@ -88,6 +90,7 @@ class ModelMetadata:
     gradcam_layer: str = GRADCAM_LAYER
     output: str = "sigmoid"
     thresholds: dict[str, float] = field(default_factory=dict)
+    flaggable: dict[str, bool] = field(default_factory=dict)
     temperature: float | dict[str, float] = 1.0
     metrics: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, str] = field(default_factory=dict)
@@ -103,16 +106,20 @@ class ModelMetadata:
         self.classes = list(self.classes)
         if not self.thresholds:
             self.thresholds = {c: DEFAULT_THRESHOLD for c in self.classes}
+        if not self.flaggable:
+            self.flaggable = {c: True for c in self.classes}
         if not self.provenance:
             self.provenance = {c: labels.PROVENANCE_NONE for c in self.classes}
         self.validate()
 
     @classmethod
-    def for_task(cls, name: str, task: str, preprocess: PreprocessConfig, **kwargs: Any) -> ModelMetadata:
-        """Metadata with the task's classes from the registry (:mod:`radtriage.tasks`)."""
+    def for_task(cls, name: str, task: str, preprocess: PreprocessConfig, classes: Sequence[str] | None = None,
+                 **kwargs: Any) -> ModelMetadata:
+        """Metadata of a ``task`` model (:mod:`radtriage.tasks`); ``classes`` default to the task's."""
         if task not in tasks.TASKS:
             raise ArtifactError(f"task must be one of {sorted(tasks.TASKS)}, got {task!r}.")
-        return cls(name=name, task=task, classes=list(tasks.get(task).classes), preprocess=preprocess, **kwargs)
+        classes = list(tasks.get(task).classes if classes is None else classes)
+        return cls(name=name, task=task, classes=classes, preprocess=preprocess, **kwargs)
 
     def validate(self) -> None:
         """Raise :class:`ArtifactError` when a field is out of its documented range."""
@@ -120,7 +127,7 @@ class ModelMetadata:
             raise ArtifactError(f"metadata schema version {self.schema_version} is not {SCHEMA_VERSION}.")
         if self.task not in tasks.TASKS:
             raise ArtifactError(f"metadata task must be one of {sorted(tasks.TASKS)}, got {self.task!r}.")
-        known = tasks.get(self.task).classes
+        known = tasks.get(self.task).outputs
         if not self.classes or any(c not in known for c in self.classes) or \
                 sorted(self.classes, key=known.index) != self.classes or len(set(self.classes)) != len(self.classes):
             raise ArtifactError(f"metadata classes must be distinct {self.task} classes in labels.py order.")
@@ -131,6 +138,9 @@ class ModelMetadata:
         self.thresholds = {c: float(v) for c, v in _per_class(self.thresholds, self.classes, "thresholds").items()}
         if not all(0.0 <= v <= 1.0 for v in self.thresholds.values()):
             raise ArtifactError("metadata thresholds must lie in [0, 1].")
+        self.flaggable = _per_class(self.flaggable, self.classes, "flaggable")
+        if not all(isinstance(v, bool) for v in self.flaggable.values()):
+            raise ArtifactError("metadata flaggable values must be true or false.")
         temps = self.temperatures()
         if not all(t > 0 and t < float("inf") for t in temps):
             raise ArtifactError("metadata temperatures must be positive and finite.")

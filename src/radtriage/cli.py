@@ -120,7 +120,8 @@ def _train_parser(sub: Any) -> None:
                    help="a dataset, e.g. vinbigdata:/data/vinbigdata (repeat to merge chest sources)")
     p.add_argument("--synthetic", action="store_true", help="the --data folders hold phantoms in the real layout")
     p.add_argument("--model-dir", help="output model folder (default: model/<task>)")
-    p.add_argument("--architecture", choices=("small_cnn", "densenet", "efficientnet_b0"), help="network")
+    p.add_argument("--architecture", help="network: efficientnet_lite (ImageNet-pretrained), small_cnn, densenet or "
+                                          "efficientnet_b0 (an unknown name is refused with the known ones)")
     p.add_argument("--size", type=int, help="model input side in pixels")
     p.add_argument("--epochs", type=int, help="maximum epochs")
     p.add_argument("--batch-size", type=int, help="images per training step")
@@ -351,10 +352,10 @@ def default_model_dir(folder: str) -> Path:
     return locations.model_dir() / folder
 
 
-def _flag_columns(classes: Sequence[str], probs: Any, thresholds: Sequence[float]) -> dict[str, Any]:
+def _flag_columns(classes: Sequence[str], probs: Any, thresholds: Sequence[float], flaggable: Any) -> dict[str, Any]:
     row: dict[str, Any] = {f"prob: {c}": float(p) for c, p in zip(classes, probs)}
-    row.update({f"flag: {c}": int(f) for c, f in zip(classes, contract.flags(probs, thresholds))})
-    row["flagged"] = "; ".join(contract.flagged(classes, probs, thresholds))
+    row.update({f"flag: {c}": int(f) for c, f in zip(classes, contract.flags(probs, thresholds, flaggable))})
+    row["flagged"] = "; ".join(contract.flagged(classes, probs, thresholds, flaggable))
     return row
 
 
@@ -405,7 +406,7 @@ def predict_files(predictor: Any, files: Sequence[Path], studies: str = "auto", 
     from radtriage.preprocess import LoadFailure, load_and_preprocess_many
 
     report = report or (lambda line: tqdm.write(line, file=sys.stderr))
-    classes, thresholds = predictor.classes, [float(t) for t in predictor.thresholds]
+    classes, thresholds, flaggable = predictor.classes, [float(t) for t in predictor.thresholds], predictor.flaggable
     batcher = _Batcher(predictor, max(1, batch_size))
     errors: list[dict[str, Any]] = []
     workers = workers if len(files) > 1 else 1
@@ -423,7 +424,7 @@ def predict_files(predictor: Any, files: Sequence[Path], studies: str = "auto", 
         else:
             batcher.add(row, x)
     batcher.flush()
-    images = [{**row, "status": "ok", "error_code": "", "error": "", **_flag_columns(classes, p, thresholds)}
+    images = [{**row, "status": "ok", "error_code": "", "error": "", **_flag_columns(classes, p, thresholds, flaggable)}
               for row, p in batcher.done]
     study_rows: list[dict[str, Any]] = []
     in_study = [(row, p) for row, p in batcher.done if row["study"]]
@@ -434,7 +435,7 @@ def predict_files(predictor: Any, files: Sequence[Path], studies: str = "auto", 
         for sid, n, mean in zip(ids, counts, means):
             study_rows.append({"level": "study", "file": sid, "study": sid, "study_type": types[sid],
                                "n_images": int(n), "status": "ok", "error_code": "", "error": "",
-                               **_flag_columns(classes, mean, thresholds)})
+                               **_flag_columns(classes, mean, thresholds, flaggable)})
     return {"images": images, "errors": errors, "studies": study_rows}
 
 
@@ -443,6 +444,7 @@ def _model_summary(predictor: Any, directory: Path) -> dict[str, Any]:
     return {"name": meta.name, "task": meta.task, "directory": str(directory), "backend": predictor.backend,
             "classes": list(meta.classes),
             "thresholds": dict(meta.thresholds), "provenance": dict(meta.provenance),
+            "flaggable": dict(meta.flaggable),
             "phantom_only": bool((meta.training_data or {}).get("phantom_only", False)),
             "calibration": "probabilities are calibrated: sigmoid(logit / T) with the model's per-class T",
             "study_rule": "study probability = mean of its images' probabilities"}

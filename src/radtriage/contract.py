@@ -50,44 +50,55 @@ def calibrate(logits: np.ndarray, temperatures: np.ndarray | float) -> np.ndarra
     return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
-def flags(probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float]) -> np.ndarray:
-    """The flag rule: a class is flagged when its calibrated probability is at or above its threshold.
+def flags(probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float],
+          flaggable: np.ndarray | Sequence[bool] | None = None) -> np.ndarray:
+    """The flag rule: a class is flagged when it may be (it has real labels and a validation AUROC
+    interval above 0.5: ``metadata.flaggable``) and its calibrated probability is at or above its threshold.
 
     Args:
         probabilities: (..., C) in [0, 1].
         thresholds: (C,) in [0, 1].
+        flaggable: (C,) bool; None = every class may be flagged.
 
     Returns:
         bool array like ``probabilities``.
     """
-    return np.asarray(probabilities, np.float64) >= np.asarray(thresholds, np.float64)
+    on = np.asarray(probabilities, np.float64) >= np.asarray(thresholds, np.float64)
+    return on if flaggable is None else on & np.asarray(flaggable, bool)
 
 
-def flagged(classes: Sequence[str], probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float]) -> list[str]:
+def flagged(classes: Sequence[str], probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float],
+            flaggable: np.ndarray | Sequence[bool] | None = None) -> list[str]:
     """Names of the flagged classes of one image or study, most probable first.
 
     Args:
         classes: the C class names in output order.
         probabilities: (C,) in [0, 1].
         thresholds: (C,) in [0, 1].
+        flaggable: (C,) bool, as in :func:`flags`.
     """
     p = np.asarray(probabilities, np.float64).reshape(-1)
-    on = flags(p, thresholds)
+    on = flags(p, thresholds, flaggable)
     return [classes[i] for i in np.argsort(-p, kind="stable") if on[i]]
 
 
-def default_class(probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float]) -> int:
-    """The class shown (and explained) first: the most probable flagged class, else the most probable.
+def default_class(probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float],
+                  flaggable: np.ndarray | Sequence[bool] | None = None) -> int:
+    """The class shown (and explained) first: the most probable flagged class, else the most probable
+    class that may be flagged, else the most probable.
 
     Args:
         probabilities: (C,) in [0, 1].
         thresholds: (C,) in [0, 1].
+        flaggable: (C,) bool, as in :func:`flags`.
 
     Returns:
         Its index in [0, C).
     """
     p = np.asarray(probabilities, np.float64).reshape(-1)
-    ranked = np.where(flags(p, thresholds), p, p - 2.0)  # any flagged class outranks every unflagged one
+    may = np.ones(len(p), bool) if flaggable is None else np.asarray(flaggable, bool)
+    # flagged classes outrank the others that may be flagged, which outrank the rest
+    ranked = np.where(flags(p, thresholds, may), p + 4.0, np.where(may, p + 2.0, p))
     return int(np.argmax(ranked))
 
 

@@ -219,6 +219,11 @@ def _limits(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> 
         lines.append(f"- **No training signal** (provenance \"none\"): {', '.join(untrained)}. Outputs are meaningless.")
     if unknown:
         lines.append(f"- Provenance not recorded for: {', '.join(unknown)}.")
+    flaggable = meta.get("flaggable") or {}
+    never = [c for c in classes if flaggable.get(c) is False]
+    if never:
+        lines.append(f"- **Never flagged** (no real training labels, or a validation AUROC interval that includes "
+                     f"0.5): {', '.join(never)}. Shown apart, as not reliable.")
     for role, m in sets:
         undefined = [r["class"] for r in m.get("per_class", []) if r.get("auroc") is None]
         if undefined:

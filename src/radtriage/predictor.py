@@ -48,7 +48,7 @@ class Prediction:
 
     @classmethod
     def of(cls, classes: list[str], probabilities: np.ndarray, thresholds: np.ndarray,
-           provenance: dict[str, str]) -> Prediction:
+           provenance: dict[str, str], flaggable: np.ndarray | None = None) -> Prediction:
         """A prediction from (C,) calibrated probabilities, flagged by :func:`radtriage.contract.flags`.
 
         Args:
@@ -56,6 +56,7 @@ class Prediction:
             probabilities: (C,) in [0, 1].
             thresholds: (C,) in [0, 1].
             provenance: class -> ``labels.PROVENANCE_*``.
+            flaggable: (C,) bool: classes that may be flagged (None: all).
         """
         probs = np.asarray(probabilities, np.float64).reshape(-1)
         thresholds = np.asarray(thresholds, np.float64).reshape(-1)
@@ -64,7 +65,7 @@ class Prediction:
         top = int(np.argmax(probs))
         return cls(
             probabilities={c: float(p) for c, p in zip(classes, probs)},
-            flags={c: bool(f) for c, f in zip(classes, contract.flags(probs, thresholds))},
+            flags={c: bool(f) for c, f in zip(classes, contract.flags(probs, thresholds, flaggable))},
             thresholds={c: float(t) for c, t in zip(classes, thresholds)},
             top_class=classes[top],
             top_probability=float(probs[top]),
@@ -82,7 +83,8 @@ class Prediction:
     @property
     def flagged(self) -> list[str]:
         """Flagged classes, most probable first."""
-        return contract.flagged(list(self.probabilities), self.vector(), list(self.thresholds.values()))
+        names = list(self.probabilities)
+        return [names[i] for i in np.argsort(-self.vector(), kind="stable") if self.flags[names[i]]]
 
 
 class BasePredictor:
@@ -98,6 +100,7 @@ class BasePredictor:
         self._metadata = metadata
         self.temperatures = np.asarray(metadata.temperatures(), np.float32)
         self.thresholds = np.asarray([metadata.thresholds[c] for c in metadata.classes], np.float64)
+        self.flaggable = np.asarray([metadata.flaggable[c] for c in metadata.classes], bool)
         size = metadata.preprocess.size
         self.input_shape = (size, size, 1)
 
@@ -169,7 +172,7 @@ class BasePredictor:
 
     def to_prediction(self, probs: np.ndarray) -> Prediction:
         """Wrap a (C,) calibrated probability vector with flags, thresholds and provenance."""
-        return Prediction.of(self.classes, probs, self.thresholds, self.metadata.provenance)
+        return Prediction.of(self.classes, probs, self.thresholds, self.metadata.provenance, self.flaggable)
 
     def predict(self, image: Any) -> Prediction:
         """Prediction for one image: raw pixels / Radiograph (preprocessed here) or a (S, S, 1) input."""

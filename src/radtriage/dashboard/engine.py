@@ -262,7 +262,7 @@ def _examine(model_key: str, digest: str, _model: Model, _decoded: Decoded) -> E
     # One graph call explains the most probable class; a second only when a less probable class
     # is the top *flagged* one (thresholds differ per class).
     prediction, explained, heat, degenerate = _explain(_model.predictor, x, None)
-    first = contract.default_class(prediction.vector(), _model.facts.thresholds)
+    first = contract.default_class(prediction.vector(), _model.facts.thresholds, _model.facts.flaggable)
     if explained != first:
         _, explained, heat, degenerate = _explain(_model.predictor, x, first)
     return Examination(prediction=prediction, x=x, box=content_box(_decoded.radiograph.pixels.shape,

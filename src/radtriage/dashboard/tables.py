@@ -30,6 +30,8 @@ class ModelFacts:
         task: "chest" or "mura".
         classes: output class names.
         thresholds: operating threshold per class, in [0, 1].
+        flaggable: per class, whether the model may flag it (real labels and a validation AUROC
+            interval above 0.5); the others are shown apart, never ranked with validated classes.
         provenance: per class, one of ``labels.PROVENANCE_*``.
         auroc: per class validation AUROC in [0, 1], or None where not measured.
         auroc_ci: per class (low, high) 95% interval, or None.
@@ -40,6 +42,7 @@ class ModelFacts:
     task: str
     classes: tuple[str, ...]
     thresholds: tuple[float, ...]
+    flaggable: tuple[bool, ...]
     provenance: tuple[str, ...]
     auroc: tuple[float | None, ...]
     auroc_ci: tuple[tuple[float, float] | None, ...]
@@ -81,6 +84,7 @@ def model_facts(metadata: ModelMetadata) -> ModelFacts:
     """Read a model's self-description from its verified metadata (see :class:`ModelFacts`)."""
     classes = tuple(metadata.classes)
     thresholds = tuple(float(metadata.thresholds[c]) for c in classes)
+    flaggable = tuple(bool(metadata.flaggable[c]) for c in classes)
     provenance = tuple(str(metadata.provenance[c]) for c in classes)
     metrics = metric_set(metadata.metrics)
     entries = _class_aurocs(metrics, classes)
@@ -92,6 +96,7 @@ def model_facts(metadata: ModelMetadata) -> ModelFacts:
         task=metadata.task,
         classes=classes,
         thresholds=thresholds,
+        flaggable=flaggable,
         provenance=provenance,
         auroc=tuple(a for a, _ in entries),
         auroc_ci=tuple(c for _, c in entries),
@@ -114,7 +119,7 @@ def probability_table(prediction: Prediction, facts: ModelFacts) -> pd.DataFrame
 
     Returns:
         DataFrame with columns Finding, Probability, Threshold, Flagged (the prediction's flags),
-        Validation AUROC (95% CI) and Provenance.
+        Reliable (the class may be flagged), Validation AUROC (95% CI) and Provenance.
     """
     if list(prediction.probabilities) != list(facts.classes):
         raise ValueError(f"the prediction's classes {list(prediction.probabilities)} are not the model's")
@@ -124,6 +129,7 @@ def probability_table(prediction: Prediction, facts: ModelFacts) -> pd.DataFrame
             "Probability": prediction.vector(),
             "Threshold": [prediction.thresholds[c] for c in facts.classes],
             "Flagged": [prediction.flags[c] for c in facts.classes],
+            "Reliable": list(facts.flaggable),
             "Validation AUROC (95% CI)": [_auroc_text(a, c) for a, c in zip(facts.auroc, facts.auroc_ci)],
             "Provenance": facts.provenance,
         }
