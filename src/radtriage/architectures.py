@@ -206,10 +206,41 @@ def efficientnet_b0(input_size: int, n_outputs: int, dropout: float = 0.2) -> ke
     return _head(inputs, features, n_outputs, dropout, "efficientnet_b0")
 
 
+def efficientnet_lite(input_size: int, n_outputs: int, variant: str = "lite0", weights: str | None = "imagenet",
+                      trainable_from_stage: int = 5, dropout: float = 0.2) -> keras.Model:
+    """ImageNet-pretrained EfficientNet-Lite (:mod:`radtriage.backbones`) with the radtriage head: the
+    default for retraining on VinBigData or MURA-v1.1.
+
+    BatchNorm layers stay frozen (their ImageNet statistics), and so do the stages before
+    ``trainable_from_stage``: fine-tuning the top stages of a pretrained network is what worked on
+    this project's small real datasets (BENCHMARKS.md); with tens of thousands of images and a GPU,
+    ``trainable_from_stage=1`` trains every convolution.
+
+    Args:
+        input_size: S >= 32 (native sizes: lite0 224, lite1 240, lite2 260).
+        n_outputs: number of sigmoid outputs.
+        variant: "lite0", "lite1" or "lite2".
+        weights: "imagenet" (needs the ``train`` extra's weight packages) or None (random).
+        trainable_from_stage: first trained stage, 1-7 (8 = only the head's Dense layer).
+        dropout: dropout rate before the logits.
+    """
+    from radtriage import backbones
+
+    net = backbones.efficientnet_lite(variant, (input_size, input_size, 1), include_top=False, weights=weights,
+                                      feature_map_name=GRADCAM_LAYER)
+    for layer in net.layers:
+        stage = layer.name.split("_", 1)[0]
+        number = int(stage[5:]) if stage.startswith("stage") and stage[5:].isdigit() else (
+            8 if layer.name.startswith("head") or layer.name == GRADCAM_LAYER else 0)
+        layer.trainable = number >= trainable_from_stage and not isinstance(layer, layers.BatchNormalization)
+    return _head(net.input, net.get_layer(GRADCAM_LAYER).output, n_outputs, dropout, f"efficientnet_{variant}")
+
+
 ARCHITECTURES: dict[str, Callable[..., keras.Model]] = {
     "small_cnn": small_cnn,
     "densenet": densenet,
     "efficientnet_b0": efficientnet_b0,
+    "efficientnet_lite": efficientnet_lite,
 }
 
 

@@ -33,6 +33,10 @@ CHEST_CLASSES: tuple[str, ...] = (
 NO_FINDING = "No finding"
 NO_FINDING_ID = 14
 N_CHEST = len(CHEST_CLASSES)
+# "Abnormal (any finding)": VinBigData's "No finding" complement, NIH's "No Finding" complement. A
+# chest model may output it after the 14 classes (radtriage.tasks: the chest task's classes).
+ANY_FINDING = "Any finding"
+CHEST_OUTPUTS: tuple[str, ...] = (*CHEST_CLASSES, ANY_FINDING)
 
 # MURA v1.1 study types, as its folder names spell them.
 MURA_STUDY_TYPES: tuple[str, ...] = (
@@ -45,6 +49,14 @@ MURA_STUDY_TYPES: tuple[str, ...] = (
     "XR_WRIST",
 )
 MURA_CLASSES: tuple[str, ...] = ("Abnormal",)
+
+# Kermany's paediatric chest x-rays (radtriage.datasets.kermany): a backbone's adaptation task only.
+KERMANY_CLASSES: tuple[str, ...] = ("Normal (paediatric)", "Bacterial pneumonia", "Viral pneumonia")
+
+# FracAtlas (radtriage.datasets.fracatlas) labels fractures; its "fracture" maps onto MURA's
+# "Abnormal" (which MURA also uses for hardware, arthritis and lesions: a narrower positive).
+FRACATLAS_UPPER_LIMB_PARTS: tuple[str, ...] = ("hand", "shoulder", "hand+shoulder")
+FRACATLAS_OTHER_PARTS: tuple[str, ...] = ("leg", "hip")
 
 # DICOM BodyPartExamined values (upper-cased) that identify each MURA study type.
 BODY_PART_TO_MURA: dict[str, str] = {

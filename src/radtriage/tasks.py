@@ -28,7 +28,8 @@ class Task:
         name: identifier in metadata, CLI flags and configs ("chest", "mura"); also the default
             model folder name under the model directory.
         label: how the page and the CLI name the model.
-        classes: output classes in order (from :mod:`radtriage.labels`).
+        classes: the task's classes in output order (from :mod:`radtriage.labels`); a model outputs
+            them, or an in-order subset of them followed by ``extra_classes``.
         anatomy: what the images show ("chest", "limb"), as :func:`labels.anatomy_from_body_part` says it.
         unit: "image" (each image gets its own verdict) or "study" (the verdict is the mean of the
             study's images, :func:`radtriage.contract.study_mean`).
@@ -37,6 +38,7 @@ class Task:
             with a finding for odd indices, used to verify exports (:mod:`radtriage.export`).
         default_recipe: the training recipe ``radtriage train --task NAME`` starts from
             (:data:`radtriage.runs.RECIPES`).
+        extra_classes: optional summary outputs after the classes (chest: "Any finding").
     """
 
     name: str
@@ -47,6 +49,12 @@ class Task:
     anatomy_phrase: str
     render_check_image: Callable[[int, int], np.ndarray]
     default_recipe: str
+    extra_classes: tuple[str, ...] = ()
+
+    @property
+    def outputs(self) -> tuple[str, ...]:
+        """Every class a model of this task may output, in the required order."""
+        return (*self.classes, *self.extra_classes)
 
     @property
     def model_folder(self) -> str:
@@ -69,7 +77,7 @@ def _limb_check_image(i: int, side: int) -> np.ndarray:
 
 
 CHEST = Task("chest", "Chest (14 findings)", labels.CHEST_CLASSES, "chest", "image", "a chest", _chest_check_image,
-             default_recipe="chest")
+             default_recipe="chest", extra_classes=(labels.ANY_FINDING,))
 MURA = Task("mura", "Upper limb (MURA normal/abnormal)", labels.MURA_CLASSES, "limb", "study", "an upper limb",
             _limb_check_image, default_recipe="mura")
 

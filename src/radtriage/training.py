@@ -78,7 +78,7 @@ class TrainConfig:
     """
 
     task: str = "chest"
-    architecture: str = "small_cnn"
+    architecture: str = "efficientnet_lite"  # ImageNet-pretrained, top stages fine-tuned, BatchNorm frozen
     architecture_kwargs: dict[str, Any] = field(default_factory=dict)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     augment: AugmentConfig | None = field(default_factory=AugmentConfig)
@@ -99,7 +99,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         tasks.get(self.task)  # raises ValueError naming the known tasks
         if self.architecture not in architectures.ARCHITECTURES:
-            raise ValueError(f"unknown architecture {self.architecture!r}")
+            raise ValueError(f"unknown architecture {self.architecture!r}; known: {', '.join(architectures.ARCHITECTURES)}")
         if self.lr_schedule not in ("plateau", "cosine", "constant"):
             raise ValueError(f"lr_schedule must be plateau, cosine or constant, got {self.lr_schedule!r}")
         if self.strategy not in ("default", "mirrored", "multi_worker"):

@@ -8,6 +8,8 @@ recipe to its config class and training function:
 - ``"chest_frontend"`` (:mod:`radtriage.runs.frontend_chest`): the shipped small-data chest model,
   a fixed filter-bank front-end with fitted linear heads.
 - ``"mura"`` (:mod:`radtriage.runs.mura`): a Keras CNN on MURA-v1.1 (or limb phantoms), per study.
+- ``"pretrained"`` (:mod:`radtriage.runs.pretrained`): a frozen ImageNet EfficientNet-Lite with
+  fitted linear heads on real images (NIH for chest, FracAtlas for the upper limb): the shipped models.
 
 Shared steps live in their own modules: :mod:`~radtriage.runs.config` (data sources, splits, JSON),
 :mod:`~radtriage.runs.sources` (image tables, phantom detection, cached arrays),
@@ -29,6 +31,7 @@ from radtriage.runs.config import DataSource, RunCommon, SplitConfig
 from radtriage.runs.evaluate import evaluate_model
 from radtriage.runs.frontend_chest import FrontEndChestRunConfig, train_frontend_chest
 from radtriage.runs.mura import MuraRunConfig, train_mura
+from radtriage.runs.pretrained import PretrainedRunConfig, train_pretrained
 from radtriage.runs.reference import (
     DEFAULT_ATOL,
     ReferenceCheck,
@@ -38,20 +41,21 @@ from radtriage.runs.reference import (
 from radtriage.runs.saving import RunResult
 from radtriage.runs.sources import load_source
 
-RunConfig = ChestRunConfig | FrontEndChestRunConfig | MuraRunConfig
+RunConfig = ChestRunConfig | FrontEndChestRunConfig | MuraRunConfig | PretrainedRunConfig
 
 # recipe -> (its config class, its training function)
 RECIPES: dict[str, tuple[type, Callable[[Any], RunResult]]] = {
     "chest": (ChestRunConfig, train_chest),
     "chest_frontend": (FrontEndChestRunConfig, train_frontend_chest),
     "mura": (MuraRunConfig, train_mura),
+    "pretrained": (PretrainedRunConfig, train_pretrained),
 }
 
 __all__ = [
     "DEFAULT_ATOL", "RECIPES", "ChestRunConfig", "DataSource", "FrontEndChestRunConfig", "MuraRunConfig",
     "ReferenceCheck", "RunCommon", "RunConfig", "RunResult", "SplitConfig", "check_reference_predictions",
     "evaluate_model", "load_run_config", "load_source", "run_config_from_dict", "split_chest", "train_chest",
-    "train_frontend_chest", "train_mura", "train_run", "write_reference_predictions",
+    "train_frontend_chest", "train_mura", "train_pretrained", "train_run", "write_reference_predictions",
 ]
 
 

@@ -35,7 +35,7 @@ from radtriage import labels
 from radtriage.preprocess import PreprocessConfig
 from radtriage.runs.calibration import evaluate_split, fit_calibration
 from radtriage.runs.config import RunCommon, check_recipe
-from radtriage.runs.saving import RunResult, save_run
+from radtriage.runs.saving import HeadRecord, RunResult, save_run
 from radtriage.runs.sources import describe_split
 from radtriage.splits import hash_split, nih_validation_mask
 
@@ -95,18 +95,6 @@ class FrontEndChestRunConfig(RunCommon):
     @property
     def preprocess(self) -> PreprocessConfig:
         return PreprocessConfig(size=self.frontend_config().size)
-
-
-@dataclass
-class _TrainRecord:
-    """What :func:`radtriage.runs.saving.save_run` records of "how it was trained" for this recipe."""
-
-    preprocess: PreprocessConfig
-    config: dict[str, Any]
-    architecture: str = "frontend_linear"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"architecture": self.architecture, "preprocess": self.preprocess.to_dict(), **self.config}
 
 
 def merge_heads(base: Any, other: Any, columns: list[int]) -> Any:
@@ -212,7 +200,7 @@ def train_frontend_chest(run: FrontEndChestRunConfig) -> RunResult:
         "excluded_images": f"{len(table) - len(ok)} images could not be loaded",
         "validation_files": validation_files,
     }
-    record = _TrainRecord(config, {"c": run.c, "frontend": fe.to_dict()})
+    record = HeadRecord(config, {"c": run.c, "frontend": fe.to_dict()}, "frontend_linear")
     metadata = save_run(model, model_dir, "chest", run.name, record, cal, classes, metrics, provenance, training,
                         run.examples_dir)
     with open(model_dir / "MODEL_CARD.md", "a", encoding="utf-8") as card:

@@ -18,6 +18,19 @@ from radtriage.runs.reference import write_reference_predictions
 
 
 @dataclass
+class HeadRecord:
+    """What :func:`save_run` records of "how it was trained" for a recipe whose only trained part is a
+    fitted linear head (no Keras training loop, so no :class:`~radtriage.training.TrainConfig`)."""
+
+    preprocess: Any
+    config: dict[str, Any]
+    architecture: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"architecture": self.architecture, "preprocess": self.preprocess.to_dict(), **self.config}
+
+
+@dataclass
 class RunResult:
     """What a recipe produced.
 
@@ -56,7 +69,7 @@ class RunResult:
 def card_metadata(metadata: Any, training: dict[str, Any], threshold_rule: str, architecture: str) -> dict[str, Any]:
     """Metadata as the model card reads it (``training`` with data/splits/phantom_only)."""
     card_training = {k: training[k] for k in ("data_statement", "data", "splits", "phantom_only", "label_policy",
-                                              "excluded_images",
+                                              "excluded_images", "backbone", "flag_rule", "validation_flag_rates",
                                               "epochs_run", "best_val_macro_auroc") if k in training}
     return {**metadata.to_dict(), "training": card_training, "threshold_rule": threshold_rule,
             "architecture": architecture, "version": (metadata.code_version or {}).get("package")}
@@ -64,16 +77,17 @@ def card_metadata(metadata: Any, training: dict[str, Any], threshold_rule: str, 
 
 def save_run(model: Any, model_dir: Path, task: str, name: str, train_config: Any, cal: Calibration,
              classes: Sequence[str], metrics: dict[str, Any], provenance: dict[str, str],
-             training: dict[str, Any], examples_dir: str) -> Any:
+             training: dict[str, Any], examples_dir: str, flaggable: dict[str, bool] | None = None) -> Any:
     """Artifact + model card + reference predictions; returns the saved metadata."""
     from radtriage.artifact import ModelMetadata, save_artifact
     from radtriage.model_card import write_model_card
 
     metadata = ModelMetadata.for_task(
-        name, task, train_config.preprocess,
+        name, task, train_config.preprocess, classes=classes,
         thresholds={c: float(t) for c, t in zip(classes, cal.thresholds)},
         temperature={c: float(t) for c, t in zip(classes, cal.temperature)},
         metrics=metrics, provenance=provenance, training_data=training, train_config=train_config.to_dict(),
+        flaggable=flaggable or {},
     )
     metadata = save_artifact(model, model_dir, metadata)
     metadata = export_serving(model_dir) or metadata
