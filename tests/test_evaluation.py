@@ -353,3 +353,37 @@ def test_model_card_accepts_one_scalar_temperature(bundle, tmp_path) -> None:
     card = write_model_card({**metadata, "temperature": 1.5}, tmp_path / "MODEL_CARD.md", plots).read_text()
     calibration = card.split("## Calibration")[1].split("##")[0]
     assert all(f"| {c} | 1.50 |" in calibration for c in CHEST_CLASSES)
+
+
+def test_mura_kappa_has_a_bootstrap_interval_around_it() -> None:
+    from sklearn.metrics import cohen_kappa_score
+
+    from radtriage.evaluation import _kappa_ci, mura_metrics
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 120)
+    p = np.where(rng.random(120) < 0.8, y * 0.6 + 0.2, rng.random(120))
+    df = pd.DataFrame({"study_id": range(120), "study_type": "XR_HAND", "label": y, "probability": p, "threshold": 0.5})
+    row = mura_metrics(df).iloc[0]
+    assert row["kappa_lo"] < row["kappa"] < row["kappa_hi"]
+    assert row["kappa"] == pytest.approx(cohen_kappa_score(y, (p >= 0.5).astype(int)))
+    # the vectorised bootstrap computes sklearn's kappa on each resample
+    idx = np.random.default_rng(0).integers(0, 120, (1000, 120))
+    ref = [cohen_kappa_score(y[i], (p[i] >= 0.5).astype(int)) for i in idx[:50]]
+    lo, hi = _kappa_ci(y, (p >= 0.5).astype(int), n_boot=50)
+    assert (lo, hi) == pytest.approx(tuple(np.percentile(ref, [2.5, 97.5])))
+
+
+def test_specificity_rule_keeps_the_false_flag_rate_at_its_target() -> None:
+    from radtriage.evaluation import choose_thresholds, threshold_rule_text
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((400, 2)) < 0.3).astype(float)
+    p = np.clip(0.35 * y + rng.random((400, 2)) * 0.65, 0, 1)
+    thr = choose_thresholds(y, p, "specificity", target_specificity=0.9)
+    for c in range(2):
+        neg = p[y[:, c] == 0, c]
+        assert (neg < thr[c]).mean() >= 0.9  # specificity reached ...
+        lower = p[:, c][p[:, c] < thr[c]].max()  # the next observed score down would miss the target
+        assert (neg < lower).mean() < 0.9
+    assert "specificity >= 0.9" in threshold_rule_text("specificity", target_specificity=0.9)

@@ -126,7 +126,7 @@ def _train_parser(sub: Any) -> None:
     p.add_argument("--epochs", type=int, help="maximum epochs")
     p.add_argument("--batch-size", type=int, help="images per training step")
     p.add_argument("--learning-rate", type=float, help="initial AdamW learning rate")
-    p.add_argument("--threshold-rule", choices=("youden", "sensitivity", "f1"),
+    p.add_argument("--threshold-rule", choices=("youden", "sensitivity", "specificity", "f1"),
                    help="how per-class thresholds are chosen on validation")
     p.add_argument("--n-boot", type=int, help="bootstrap resamples for the 95%% intervals")
     p.add_argument("--cache", help="cache folder of preprocessed images")

@@ -47,7 +47,7 @@ TEMPERATURE_BOUNDS = (0.05, 20.0)
 PROB_EPS = 1e-7  # clip before logit so that 0/1 probabilities stay finite
 BOOT_CHUNK_ELEMENTS = 2_000_000  # resamples x rows held in memory at once
 
-ThresholdRule = Literal["youden", "sensitivity", "f1"]
+ThresholdRule = Literal["youden", "sensitivity", "specificity", "f1"]
 NOTE_NO_POS = "no positive labels in this split: AUROC/AP undefined"
 NOTE_NO_NEG = "no negative labels in this split: AUROC undefined"
 NOTE_NO_LABELS = "no labels in this split"
@@ -321,11 +321,12 @@ def _thresholds_or_default(thresholds: Any, n_classes: int) -> np.ndarray:
     return thr
 
 
-def threshold_rule_text(rule: ThresholdRule, target_sensitivity: float = 0.9) -> str:
+def threshold_rule_text(rule: ThresholdRule, target_sensitivity: float = 0.9, target_specificity: float = 0.9) -> str:
     """One sentence stating how thresholds were chosen, for metadata and the model card."""
     texts = {
         "youden": "maximises Youden's J (sensitivity + specificity - 1)",
         "sensitivity": f"highest threshold reaching sensitivity >= {target_sensitivity:g}",
+        "specificity": f"lowest threshold keeping specificity >= {target_specificity:g}",
         "f1": "maximises F1",
     }
     if rule not in texts:
@@ -338,6 +339,11 @@ def _threshold_one(yt: np.ndarray, yp: np.ndarray, rule: ThresholdRule, target: 
         precision, recall, thr = precision_recall_curve(yt, yp)
         f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)
         return float(thr[int(np.argmax(f1))])
+    if rule == "specificity":  # the lowest observed score above the ceil(target * n_neg)-th lowest negative
+        neg = np.sort(yp[yt == 0])
+        cut = neg[int(np.ceil(target * len(neg))) - 1]
+        above = yp[yp > cut]
+        return float(above.min()) if above.size else float(np.nextafter(cut, np.inf))
     fpr, tpr, thr = roc_curve(yt, yp)
     finite = np.isfinite(thr)  # the first threshold is +inf (nothing called positive)
     fpr, tpr, thr = fpr[finite], tpr[finite], thr[finite]
@@ -352,6 +358,7 @@ def choose_thresholds(
     y_prob: np.ndarray,
     rule: ThresholdRule = "youden",
     target_sensitivity: float = 0.9,
+    target_specificity: float = 0.9,
 ) -> np.ndarray:
     """Per-class operating thresholds, to be chosen on the VALIDATION split (never the test split).
 
@@ -359,21 +366,24 @@ def choose_thresholds(
         y_true: (N, C) in {0, 1, NaN}.
         y_prob: (N, C) in [0, 1].
         rule: "youden" (max sensitivity + specificity - 1), "sensitivity" (highest threshold with
-            sensitivity >= ``target_sensitivity``) or "f1" (max F1). State it with
-            :func:`threshold_rule_text` (or use :func:`threshold_selection`).
+            sensitivity >= ``target_sensitivity``), "specificity" (lowest threshold with specificity
+            >= ``target_specificity``: bounds how often a normal image is flagged) or "f1" (max F1).
+            State it with :func:`threshold_rule_text` (or use :func:`threshold_selection`).
         target_sensitivity: in (0, 1], for rule "sensitivity".
+        target_specificity: in (0, 1], for rule "specificity".
 
     Returns:
         float array (C,) in [0, 1]; 0.5 for classes without both positive and negative labels.
     """
-    threshold_rule_text(rule, target_sensitivity)  # validates the rule
+    threshold_rule_text(rule, target_sensitivity, target_specificity)  # validates the rule
+    target = target_specificity if rule == "specificity" else target_sensitivity
     y_true, y_prob = _as_2d(y_true, y_prob)
     out = np.full(y_true.shape[1], DEFAULT_THRESHOLD)
     for c in range(y_true.shape[1]):
         mask = ~np.isnan(y_true[:, c])
         yt, yp = y_true[mask, c], y_prob[mask, c]
         if _class_note(int(yt.sum()), int((yt == 0).sum())) == "":
-            out[c] = np.clip(_threshold_one(yt, yp, rule, target_sensitivity), 0.0, 1.0)
+            out[c] = np.clip(_threshold_one(yt, yp, rule, target), 0.0, 1.0)
     return out
 
 
@@ -384,11 +394,12 @@ def threshold_selection(
     rule: ThresholdRule = "youden",
     target_sensitivity: float = 0.9,
     split_name: str = "validation",
+    target_specificity: float = 0.9,
 ) -> dict[str, Any]:
     """:func:`choose_thresholds` plus the rule, split and per-class notes, for model metadata."""
     y_true, y_prob = _as_2d(y_true, y_prob)
     names = _class_names(classes, y_true.shape[1])
-    thr = choose_thresholds(y_true, y_prob, rule, target_sensitivity)
+    thr = choose_thresholds(y_true, y_prob, rule, target_sensitivity, target_specificity)
     n_pos = np.nansum(y_true, 0).astype(int)
     n_neg = (y_true == 0).sum(0)
     notes = {
@@ -398,7 +409,7 @@ def threshold_selection(
     }
     return {
         "rule": rule,
-        "description": threshold_rule_text(rule, target_sensitivity),
+        "description": threshold_rule_text(rule, target_sensitivity, target_specificity),
         "split": split_name,
         "thresholds": dict(zip(names, thr.tolist())),
         "notes": notes,
@@ -568,6 +579,7 @@ def _mura_row(group: str, df: pd.DataFrame) -> dict[str, Any]:
     both = len(np.unique(y)) == 2
     # kappa is undefined (0/0) when labels and predictions are the same single value
     kappa_defined = len(np.unique(np.concatenate([y, pred]))) == 2
+    kappa_lo, kappa_hi = _kappa_ci(y, pred) if kappa_defined else (math.nan, math.nan)
     return {
         "group": group,
         "n": len(df),
@@ -575,8 +587,22 @@ def _mura_row(group: str, df: pd.DataFrame) -> dict[str, Any]:
         "accuracy": float(accuracy_score(y, pred)),
         "auroc": float(roc_auc_score(y, p)) if both else math.nan,
         "kappa": float(cohen_kappa_score(y, pred)) if kappa_defined else math.nan,
+        "kappa_lo": kappa_lo,
+        "kappa_hi": kappa_hi,
         "note": "" if both else "one label only: AUROC undefined",
     }
+
+
+def _kappa_ci(y: np.ndarray, pred: np.ndarray, n_boot: int = N_BOOT, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of Cohen's kappa (resamples where it is undefined are dropped)."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(y), (n_boot, len(y)))
+    yb, pb = y[idx].astype(np.float64), pred[idx].astype(np.float64)  # (n_boot, n), binary
+    agree = (yb == pb).mean(axis=1)
+    chance = yb.mean(axis=1) * pb.mean(axis=1) + (1 - yb.mean(axis=1)) * (1 - pb.mean(axis=1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        kappa = np.where(chance < 1, (agree - chance) / (1 - chance), np.nan)  # undefined resamples: NaN
+    return _percentile_ci(kappa)
 
 
 def mura_metrics(study_table: pd.DataFrame) -> pd.DataFrame:
@@ -587,7 +613,8 @@ def mura_metrics(study_table: pd.DataFrame) -> pd.DataFrame:
             (study mean, in [0, 1]) and threshold (per row, usually constant).
 
     Returns:
-        DataFrame (group, n, n_pos, accuracy, auroc, kappa, note): first row "overall", then one row
+        DataFrame (group, n, n_pos, accuracy, auroc, kappa with its bootstrap 95 % interval, note):
+        first row "overall", then one row
         per study type present. AUROC is NaN with a note where a group has one label only.
     """
     needed = {"study_id", "study_type", "label", "probability", "threshold"}

@@ -162,10 +162,10 @@ def _mura_section(m: Mapping[str, Any]) -> list[str]:
     lines = [f"Study verdict: {m.get('rule', 'rule not stated')}.", ""]
     rows = [
         [r["group"], str(r["n"]), str(r.get("n_pos", NA)), _num(r.get("accuracy")), _num(r.get("auroc")),
-         _num(r.get("kappa")), r.get("note") or ""]
+         _with_ci(r.get("kappa"), r.get("kappa_lo"), r.get("kappa_hi")), r.get("note") or ""]
         for r in m["study_level"]
     ]
-    return lines + _table(["Group", "Studies", "Abnormal", "Accuracy", "AUROC", "Cohen's kappa", "Note"], rows) + [""]
+    return lines + _table(["Group", "Studies", "Abnormal", "Accuracy", "AUROC", "Cohen's kappa [95 % CI]", "Note"], rows) + [""]
 
 
 def _calibration(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> list[str]:

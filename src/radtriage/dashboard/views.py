@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from radtriage import contract, locations
+from radtriage import contract, labels, locations
 from radtriage.dashboard import engine, imaging, report, settings, tables
 from radtriage.dashboard.inputs import Example
 
@@ -101,12 +101,18 @@ def chest_table(table: pd.DataFrame, example: Example | None) -> pd.DataFrame:
 def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, example: Example | None) -> None:
     """One chest image: summary, chart against thresholds, Grad-CAM, table, tags and downloads."""
     everything = tables.probability_table(exam.prediction, model.facts)
-    table = everything[everything["Reliable"]].reset_index(drop=True)  # ranked: validated classes only
-    apart = everything[~everything["Reliable"]]
-    summary = tables.summary_sentence(table)
+    overall = everything[everything["Finding"] == labels.ANY_FINDING]  # the summary score, not a finding
+    findings = everything[everything["Finding"] != labels.ANY_FINDING]
+    table = findings[findings["Reliable"]].reset_index(drop=True)  # ranked: validated classes only
+    apart = findings[~findings["Reliable"]]
+    summary = tables.summary_sentence(everything[everything["Reliable"]])
     left, right = st.columns([1, 1], gap="large")
     with right:
         st.subheader("Findings")
+        for _, row in overall.iterrows():
+            st.metric("Abnormal (any finding)", f"{row['Probability']:.2f}",
+                      help=f"Probability that the image shows any finding; flagged at >= {row['Threshold']:.2f}. "
+                           f"Validation AUROC {row['Validation AUROC (95% CI)']}.", border=True)
         if tables.flagged_findings(table):
             st.error(summary, icon=":material/flag:")
         else:

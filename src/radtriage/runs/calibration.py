@@ -38,14 +38,15 @@ class Calibration:
 
 
 def fit_calibration(y_val: np.ndarray, logits_val: np.ndarray, classes: Sequence[str], rule: str,
-              target_sensitivity: float, split_name: str) -> Calibration:
+                    target_sensitivity: float, split_name: str, target_specificity: float = 0.9) -> Calibration:
     """Temperature per class from validation logits, then thresholds on calibrated probabilities.
 
     Thresholds are chosen after calibration because the Predictor flags calibrated probabilities.
     """
     temperature = evaluation.fit_temperature(y_val, logits_val, from_logits=True)
     probs = evaluation.apply_temperature(logits_val, temperature, from_logits=True)
-    selection = evaluation.threshold_selection(y_val, probs, classes, rule, target_sensitivity, split_name)  # type: ignore[arg-type]
+    selection = evaluation.threshold_selection(y_val, probs, classes, rule, target_sensitivity,  # type: ignore[arg-type]
+                                               split_name, target_specificity)
     thresholds = np.array([selection["thresholds"][c] for c in classes])
     return Calibration(temperature, thresholds, selection)
 

@@ -113,8 +113,9 @@ class RunCommon(_JsonConfig):
 
     Attributes:
         cache_dir: the prepare cache.
-        threshold_rule: "youden", "sensitivity" or "f1" (see :mod:`radtriage.evaluation`).
+        threshold_rule: "youden", "sensitivity", "specificity" or "f1" (see :mod:`radtriage.evaluation`).
         target_sensitivity: for the "sensitivity" rule.
+        target_specificity: for the "specificity" rule.
         n_boot: bootstrap resamples for the 95 % intervals.
         workers: processes for the prepare cache and phantom rendering.
         progress: progress bars.
@@ -124,6 +125,7 @@ class RunCommon(_JsonConfig):
     cache_dir: str = "runs/cache"
     threshold_rule: str = "youden"
     target_sensitivity: float = 0.9
+    target_specificity: float = 0.9
     n_boot: int = 1000
     workers: int = 2
     progress: bool = True

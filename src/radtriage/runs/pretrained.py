@@ -333,7 +333,7 @@ class PretrainedRunConfig(RunCommon):
         FinetuneConfig(**self.adapt)
         if self.adapt and self.task != "chest":
             raise ValueError("adapt (Kermany chest x-rays) is for the chest task only")
-        evaluation.threshold_rule_text(self.threshold_rule, self.target_sensitivity)
+        evaluation.threshold_rule_text(self.threshold_rule, self.target_sensitivity, self.target_specificity)
 
     def backbone_config(self) -> BackboneConfig:
         return BackboneConfig(**self.backbone)
@@ -434,7 +434,7 @@ def train_pretrained(run: PretrainedRunConfig) -> Any:
     names = {n: describe_split(f"{source} {n}", p, how[n]) for n, p in parts.items()}
     logits = {n: predict_logits(model, x[n]) if ft.epochs else head.logits(feats[n]) for n in parts if n != "train"}
     cal = fit_calibration(y["validation"], logits["validation"], classes, run.threshold_rule, run.target_sensitivity,
-                          names["validation"])
+                          names["validation"], run.target_specificity)
     note = " (also used for temperatures and thresholds: sensitivity/specificity are optimistic; AUROC is not)"
     metrics = {n: evaluate_split(y[n], logits[n], classes, cal, names[n] + (note if n == "validation" else ""),
                                  model_dir / "plots" / n, run.n_boot) for n in ("test", "validation") if n in parts}
