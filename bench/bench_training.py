@@ -1,7 +1,7 @@
 """Training speed of the chest architecture: images/s of ``fit`` and time per epoch on the NIH sample.
 
-Architecture: the shipped ``model/chest``'s recorded ``train_config`` when it exists, else the
-training default (``TrainConfig(task="chest")``); the run's own TrainConfig otherwise (batch size,
+Architecture: the shipped ``model/chest``'s recorded ``train_config`` when it was trained by the Keras
+loop, else the training default (``TrainConfig(task="chest")``: ImageNet EfficientNet-Lite0, top stages); the run's own TrainConfig otherwise (batch size,
 augmentation, AdamW, masked loss), built by ``radtriage.training.build_compiled_model``.
 
 1. images/s: ``model.fit`` on in-memory phantom arrays through ``radtriage.pipeline.make_dataset``
@@ -46,9 +46,15 @@ def chest_train_config(output_dir: Path) -> tuple[Any, str, dict[str, Any] | Non
         which = os.environ.get(C.PIN_NOTE_ENV, "shipped model/chest") if pinned else "shipped model/chest"
         if recorded and recorded.get("architecture") == "frontend_linear":
             return None, f"{which}: frontend_linear (fixed filter bank + scikit-learn logistic head)", recorded
-        if recorded:
+        from radtriage.architectures import ARCHITECTURES
+
+        if recorded and recorded.get("architecture") in ARCHITECTURES:
             config = TrainConfig.from_dict({**recorded, "output_dir": str(output_dir), "verbose": 0})
             return config, f"{which}: its recorded train_config ({config.architecture} at {config.preprocess.size}^2)", None
+        if recorded:  # fitted heads on a pretrained backbone: measure what a user retraining with Keras gets
+            config = TrainConfig(task="chest", output_dir=str(output_dir), verbose=0)
+            return config, (f"{which} is {recorded.get('architecture')} (no Keras training loop); measured: the "
+                            f"training default {config.architecture} at {config.preprocess.size}^2"), None
     config = TrainConfig(task="chest", output_dir=str(output_dir), verbose=0)
     return config, (f"no shipped model/chest: training default {config.architecture} "
                     f"{config.architecture_kwargs or '(default kwargs)'} at {config.preprocess.size}^2"), None
