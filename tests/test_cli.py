@@ -90,8 +90,8 @@ def test_help_explains_every_command(capsys: pytest.CaptureFixture) -> None:
         cli.main(["--help"])
     assert exit_info.value.code == 0
     text = capsys.readouterr().out
-    for command in ("prepare", "train", "evaluate", "predict"):
-        assert command in text
+    for command in ("prepare", "train", "evaluate", "predict", "export"):
+        assert text.count(f"  {command} ") == 1  # listed once, with what it does
     assert "not a medical device" in text
 
 
@@ -152,8 +152,17 @@ def test_predict_exit_code_is_1_when_nothing_can_be_read(models, tmp_path, capsy
     assert out["summary"]["predicted"] == 0 and out["errors"][0]["error_code"] == "not_an_image"
     assert cli.main(["predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "no_model")]) == 2
     capsys.readouterr()
-    assert cli.main(["predict", str(tmp_path / "missing.dcm"), "--model", str(models / "chest"), "--no-progress"]) == 1
-    assert "missing.dcm" in capsys.readouterr().err
+
+
+def test_predict_checks_its_arguments_before_any_work(models, tmp_path, capsys) -> None:
+    write(tmp_path / "a.png", b"nope")
+    out = tmp_path / "results.txt"
+    # a path that does not exist, or an output name of unknown format: usage error, nothing written
+    assert cli.main(["predict", str(tmp_path / "missing.dcm"), "--model", str(models / "chest"), "--out",
+                     str(tmp_path / "r.csv"), "--no-progress"]) == 2
+    assert "no such file or folder" in capsys.readouterr().err and not (tmp_path / "r.csv").exists()
+    assert cli.main(["predict", str(tmp_path / "a.png"), "--model", str(tmp_path / "no_model"), "--out", str(out)]) == 2
+    assert "cannot tell the output format" in capsys.readouterr().err and not out.exists()
 
 
 def test_predict_mura_folder_aggregates_studies_as_the_mean(models, tmp_path) -> None:
@@ -234,3 +243,14 @@ def test_export_then_predict_gives_the_same_table_on_every_backend_and_worker_co
     assert cli.main(["predict", str(folder), "--model", str(models / "chest"), "--backend", "litert"]) == 2
     assert "no LiteRT export" in capsys.readouterr().err
     assert cli.main(["export", str(tmp_path / "nowhere")]) == 1
+
+
+def test_predict_output_is_clean_on_stdout_and_stderr(tmp_path) -> None:
+    """The shipped model on a bundled example, as a user runs it: the CSV alone on stdout, one summary
+    line on stderr (no interpreter or TensorFlow chatter)."""
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, "-m", "radtriage", "predict", str(repo / "app_images" / "chest_09_normal.png"),
+                           "--no-progress"], capture_output=True, text=True, timeout=300, cwd=repo)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("level,file,") and len(done.stdout.strip().splitlines()) == 2
+    assert done.stderr.strip().splitlines() == [next(l for l in done.stderr.splitlines() if l.startswith("predicted 1 of 1"))]

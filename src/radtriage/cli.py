@@ -32,15 +32,8 @@ KINDS = ("vinbigdata", "nih", "mura", "phantom_chest")
 
 DESCRIPTION = """\
 radtriage: radiograph triage models (chest: 14 VinBigData findings; upper limb: MURA normal/abnormal).
-Research use only - not a medical device.
-
-  prepare   preprocess a dataset once into a cache of model-sized arrays
-  train     train, evaluate and save a model (model.h5, metadata.json, MODEL_CARD.md, model.tflite)
-  evaluate  measure a saved model on a dataset (metrics JSON, ROC/reliability plots, model card)
-  predict   run a model on image files or folders and write a CSV or JSON table
-  export    add a verified LiteRT (TFLite) copy of a model, the fast backend of predict
-
-Run 'radtriage <command> --help' for the options of a command."""
+Research use only - not a medical device."""
+EPILOG = "Run 'radtriage <command> --help' for the options of a command."
 
 DATA_HELP = """dataset kinds and the folder each expects:
   vinbigdata     folder with train.csv (or train.csv.gz) and train/<image_id>.dicom
@@ -61,9 +54,9 @@ class CliError(Exception):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="radtriage", description=DESCRIPTION,
+    parser = argparse.ArgumentParser(prog="radtriage", description=DESCRIPTION, epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="{prepare,train,evaluate,predict,export}")
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="<command>")
     _prepare_parser(sub)
     _train_parser(sub)
     _evaluate_parser(sub)
@@ -85,7 +78,7 @@ def _common_data(p: argparse.ArgumentParser) -> None:
 
 
 def _prepare_parser(sub: Any) -> None:
-    p = sub.add_parser("prepare", help="preprocess a dataset into the cache", epilog=DATA_HELP,
+    p = sub.add_parser("prepare", help="preprocess a dataset once into a cache of model-sized arrays", epilog=DATA_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter,
                        description="Load every image of a dataset once, preprocess it to the model input size and "
                                    "store it in the cache (resumable: cached images are skipped). Images that "
@@ -102,7 +95,8 @@ def _prepare_parser(sub: Any) -> None:
 
 def _train_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "train", help="train, evaluate and save a model", formatter_class=argparse.RawDescriptionHelpFormatter,
+        "train", help="train, evaluate and save a model (model.h5, metadata.json, MODEL_CARD.md, model.tflite)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Train a model end to end: dataset -> cache -> training -> thresholds and temperature on "
                     "validation -> held-out metrics with 95% bootstrap intervals -> model folder with model.h5, "
                     "metadata.json, MODEL_CARD.md, plots and reference predictions.\n\n"
@@ -136,7 +130,8 @@ def _train_parser(sub: Any) -> None:
 
 def _evaluate_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "evaluate", help="measure a saved model on a dataset", epilog=DATA_HELP,
+        "evaluate", help="measure a saved model on a dataset (metrics JSON, ROC/reliability plots, model card)",
+        epilog=DATA_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Evaluate a saved model (its own preprocessing, calibration and thresholds) on a dataset: "
                     "writes metrics.json, roc.png, reliability.png and MODEL_CARD.md into --out.")
@@ -152,7 +147,8 @@ def _evaluate_parser(sub: Any) -> None:
 
 def _predict_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "predict", help="predict image files or folders", formatter_class=argparse.RawDescriptionHelpFormatter,
+        "predict", help="run a model on image files or folders and write a CSV or JSON table",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run a model on DICOM/PNG/JPEG files and folders (searched recursively) and write one row "
                     "per image: calibrated probability and flag (probability >= the model's threshold) per "
                     "class. Files that cannot be read are reported with the reason and skipped.\n\n"
@@ -181,7 +177,7 @@ def _predict_parser(sub: Any) -> None:
 
 def _export_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "export", help="add a verified LiteRT (TFLite) copy of a model",
+        "export", help="add a verified LiteRT (TFLite) copy of a model, the fast backend of predict",
         description="Convert a model folder's model.h5 to model.tflite (LiteRT) and record it in metadata.json, "
                     "only if its calibrated probabilities agree with Keras within the tolerance on phantom inputs "
                     "of the model's task. 'radtriage train' does this after saving; Grad-CAM always uses Keras.")
@@ -450,14 +446,24 @@ def _model_summary(predictor: Any, directory: Path) -> dict[str, Any]:
             "study_rule": "study probability = mean of its images' probabilities"}
 
 
-def write_results(results: dict[str, Any], model: dict[str, Any], out: str | None, fmt: str | None) -> str:
-    """Write the results as CSV (image, study and error rows in one table) or JSON; returns the format."""
-    import pandas as pd
+def output_format(out: str | None, fmt: str | None) -> str:
+    """"csv" or "json": ``--format``, else ``--out``'s extension, else CSV; checked before any work.
 
+    Raises:
+        CliError: an output name whose extension says neither (exit code 2).
+    """
     fmt = fmt or (Path(out).suffix.lower().lstrip(".") if out else "csv")
     if fmt not in ("csv", "json"):
         raise CliError(f"cannot tell the output format from {out!r}: use a .csv or .json name or --format.",
                        EXIT_USAGE)
+    return fmt
+
+
+def write_results(results: dict[str, Any], model: dict[str, Any], out: str | None, fmt: str | None) -> str:
+    """Write the results as CSV (image, study and error rows in one table) or JSON; returns the format."""
+    import pandas as pd
+
+    fmt = output_format(out, fmt)
     if fmt == "json":
         payload = {"model": model, "images": results["images"], "studies": results["studies"],
                    "errors": results["errors"], "summary": results["summary"]}
@@ -479,6 +485,11 @@ def write_results(results: dict[str, Any], model: dict[str, Any], out: str | Non
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    # arguments first: nothing is loaded or written when one is wrong
+    missing = [p for p in args.paths if not Path(p).exists()]
+    if missing:
+        raise CliError(f"no such file or folder: {', '.join(missing)}.", EXIT_USAGE)
+    output_format(args.out, args.format)
     files = collect_files(args.paths)
     if not files:
         raise CliError("no image files found in the given paths.")

@@ -10,7 +10,10 @@ file is refused here. Temperature scaling is applied outside the graph
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,27 @@ from radtriage.artifact import ArtifactError, ModelMetadata, read_metadata, sha2
 from radtriage.predictor import BasePredictor
 
 TFLITE_FILE = "model.tflite"
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Silence what the interpreter's C++ prints straight to file descriptor 2 ("INFO: Created TensorFlow
+    Lite XNNPACK delegate for CPU.") while it builds its graph: notes for developers, not for a user
+    reading the CLI's messages. Python's own exceptions are unaffected."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (e.g. captured): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
 
 
 def litert_available() -> bool:
@@ -52,7 +76,8 @@ class LiteRtPredictor(BasePredictor):
         from ai_edge_litert.interpreter import Interpreter
 
         super().__init__(metadata)
-        self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads or os.cpu_count() or 1)
+        with _native_stderr_silenced():
+            self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads or os.cpu_count() or 1)
         self._input = self._interpreter.get_input_details()[0]["index"]
         self._output = self._interpreter.get_output_details()[0]["index"]
         self._batch = -1
@@ -85,7 +110,8 @@ class LiteRtPredictor(BasePredictor):
     def _logits(self, x: np.ndarray) -> np.ndarray:
         if len(x) != self._batch:  # resizing re-plans the graph: only when the batch size changes
             self._interpreter.resize_tensor_input(self._input, [len(x), *self.input_shape])
-            self._interpreter.allocate_tensors()
+            with _native_stderr_silenced():
+                self._interpreter.allocate_tensors()
             self._batch = len(x)
         self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, np.float32))
         self._interpreter.invoke()
