@@ -304,3 +304,18 @@ def test_degenerate_heatmaps_and_blend() -> None:
     assert np.array_equal(imaging.blend(gray, rgb, heat, 0.0), np.stack([gray] * 3, -1))
     full = imaging.blend(gray, rgb, heat, 1.0)
     assert np.array_equal(full[-1, -1], rgb[-1, -1]) and np.array_equal(full[0, 0], [100, 100, 100])
+
+
+def test_downloads_are_named_after_the_input_and_the_time_and_a_study_csv_carries_its_verdict() -> None:
+    import datetime
+
+    when = datetime.datetime(2026, 12, 3, 10, 15, 0, tzinfo=datetime.timezone.utc)
+    assert report.download_name(["chest 02 (copy).dcm"], "results", "csv", when) == \
+        "radtriage_chest_02_copy_20261203-101500_results.csv"
+    assert report.download_name(["image1.png", "image2.png", "image3.png"], "report", "png", when) == \
+        "radtriage_image1+2_20261203-101500_report.png"
+    table = pd.DataFrame({"Image": ["image1.png", "image2.png"], "Probability of abnormal": [0.2, 0.7]})
+    csv = pd.read_csv(io.BytesIO(report.results_csv(table, {"model": "m", "study_verdict": "Abnormal",
+                                                            "study_probability": 0.45, "threshold": 0.38})))
+    assert list(csv.columns[:4]) == ["model", "study_verdict", "study_probability", "threshold"]
+    assert (csv["study_verdict"] == "Abnormal").all() and csv["Image"].tolist() == ["image1.png", "image2.png"]

@@ -78,7 +78,8 @@ def _identity(meta: Mapping[str, Any]) -> list[str]:
     for key in ("task", "version", "created", "architecture"):
         if key in meta:
             lines.append(f"- **{key.capitalize()}**: {meta[key]}")
-    lines.append(f"- **Outputs**: {len(meta['classes'])} sigmoid probabilities ({', '.join(meta['classes'])})")
+    n = len(meta["classes"])
+    lines.append(f"- **Outputs**: {n} sigmoid {'probability' if n == 1 else 'probabilities'} ({', '.join(meta['classes'])})")
     return lines + ["", "## Intended use", "", INTENDED_USE, ""]
 
 

@@ -6,11 +6,14 @@ can run lazily when the user clicks a download button. Only safe metadata ever r
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,6 +63,22 @@ class Report:
     summary: str
     statement: str
     facts: Mapping[str, str] = field(default_factory=dict)
+
+
+def download_name(inputs: Sequence[str], kind: str, ext: str, when: datetime.datetime | None = None) -> str:
+    """A download's file name after its input and the time, e.g.
+    ``radtriage_chest_02_20261203-101500_results.csv`` or ``radtriage_image1+2_..._report.png``.
+
+    Args:
+        inputs: the analysed files' names (the first names the download; "+N" counts the others).
+        kind: what the file holds ("results", "report").
+        ext: the extension, without the dot.
+        when: the time stamped (default: now, UTC).
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(inputs[0]).stem if inputs else "upload").strip("._") or "upload"
+    more = f"+{len(inputs) - 1}" if len(inputs) > 1 else ""
+    when = when or datetime.datetime.now(datetime.timezone.utc)
+    return f"radtriage_{stem[:48]}{more}_{when:%Y%m%d-%H%M%S}_{kind}.{ext}"
 
 
 def results_csv(table: pd.DataFrame, context: Mapping[str, Any]) -> bytes:

@@ -169,7 +169,7 @@ def gradcam_panel(model: engine.Model, decoded: engine.Decoded, exam: engine.Exa
     report_download(
         lambda: report.Report("Chest radiograph — research triage report", [panel], table, summary,
                               tables.model_statement(model.facts), facts),
-        key=f"report_{decoded.digest}_{class_index}",
+        key=f"report_{decoded.digest}_{class_index}", names=[decoded.name],
     )
 
 
@@ -195,7 +195,8 @@ def study_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: 
     summary = (f"Study verdict ({study_type}, {len(exams)} image{'s' if len(exams) > 1 else ''}): {verdict} — "
                f"mean probability of abnormal {probability:.2f} against the operating threshold {threshold:.2f}.")
     st.subheader("Study")
-    (st.error if verdict == "Abnormal" else st.success)(summary, icon=":material/flag:" if verdict == "Abnormal" else "✅")
+    (st.error if verdict == "Abnormal" else st.success)(
+        summary, icon=":material/flag:" if verdict == "Abnormal" else ":material/check_circle:")
     if example is not None:
         st.info(example.truth_text(), icon=":material/target:")
     model_statement(model)
@@ -230,7 +231,7 @@ def study_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: 
     report_download(
         lambda: report.Report("Upper-limb study — research triage report", panels, table, summary,
                               tables.model_statement(facts), facts_lines),
-        key=f"report_{key}",
+        key=f"report_{key}", names=[d.name for d in decoded],
     )
 
 
@@ -250,7 +251,9 @@ def dicom_panel(decoded: engine.Decoded) -> None:
 def data_downloads(model: engine.Model, decoded: Sequence[engine.Decoded], table: pd.DataFrame, summary: str,
                    example: Example | None, key: str, extra: dict | None = None) -> None:
     """CSV and JSON of the results (safe metadata only)."""
-    context = {"model": model.facts.name, "file": decoded[0].name if len(decoded) == 1 else "study"}
+    names = [d.name for d in decoded]
+    # a study's CSV carries its verdict, probability and threshold on every row; an image's, its file
+    context = {"model": model.facts.name, **(extra or {})} if extra else {"model": model.facts.name, "file": names[0]}
     payload = {
         "model": {"name": model.facts.name, "task": model.facts.task, "metrics_split": model.facts.split,
                   "statement": tables.model_statement(model.facts)},
@@ -263,14 +266,16 @@ def data_downloads(model: engine.Model, decoded: Sequence[engine.Decoded], table
         payload["ground_truth"] = {"source": "synthetic phantom", "findings": list(example.findings),
                                    "label": example.label}
     c1, c2 = st.columns(2)
-    c1.download_button("Results (CSV)", report.results_csv(table, context), file_name="radtriage_results.csv",
+    c1.download_button("Results (CSV)", report.results_csv(table, context),
+                       file_name=report.download_name(names, "results", "csv"),
                        mime="text/csv", key=f"csv_{key}", on_click="ignore", width="stretch")
-    c2.download_button("Results (JSON)", report.results_json(payload), file_name="radtriage_results.json",
+    c2.download_button("Results (JSON)", report.results_json(payload),
+                       file_name=report.download_name(names, "results", "json"),
                        mime="application/json", key=f"json_{key}", on_click="ignore", width="stretch")
 
 
-def report_download(make_report, key: str) -> None:
+def report_download(make_report, key: str, names: Sequence[str]) -> None:
     """A button whose PNG report is drawn only when clicked (matplotlib costs ~0.3 s)."""
     st.download_button("One-page report (PNG)", lambda: report.report_png(make_report()),
-                       file_name="radtriage_report.png", mime="image/png", key=key, on_click="ignore",
+                       file_name=report.download_name(names, "report", "png"), mime="image/png", key=key, on_click="ignore",
                        width="stretch", type="primary")
