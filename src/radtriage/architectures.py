@@ -229,9 +229,9 @@ def efficientnet_lite(input_size: int, n_outputs: int, variant: str = "lite0", w
     net = backbones.efficientnet_lite(variant, (input_size, input_size, 1), include_top=False, weights=weights,
                                       feature_map_name=GRADCAM_LAYER)
     for layer in net.layers:
-        stage = layer.name.split("_", 1)[0]
-        number = int(stage[5:]) if stage.startswith("stage") and stage[5:].isdigit() else (
-            8 if layer.name.startswith("head") or layer.name == GRADCAM_LAYER else 0)
+        stage = backbones.stage_of(layer.name)
+        head = layer.name.startswith("head") or layer.name == GRADCAM_LAYER  # after stage 7: "stage 8"
+        number = stage if stage is not None else 8 if head else 0
         layer.trainable = number >= trainable_from_stage and not isinstance(layer, layers.BatchNormalization)
     return _head(net.input, net.get_layer(GRADCAM_LAYER).output, n_outputs, dropout, f"efficientnet_{variant}")
 

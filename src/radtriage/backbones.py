@@ -290,6 +290,13 @@ class BlockSpec(NamedTuple):
         return f"stage{self.stage}_block{self.block}"
 
 
+def stage_of(layer_name: str) -> int | None:
+    """The stage (1-7) a layer of :func:`efficientnet_lite` belongs to ("stage5_block2_dw_conv" -> 5), or
+    None for the input stem, the head and anything else: what fine-tuning "from stage k" selects."""
+    first = layer_name.split("_", 1)[0]
+    return int(first[5:]) if first.startswith("stage") and first[5:].isdigit() else None
+
+
 def block_specs(variant: str) -> list[BlockSpec]:
     """All MBConv blocks of a variant, in order (index i is the checkpoint's ``_blocks.i``)."""
     spec = _spec(variant)

@@ -274,9 +274,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.print_config:
         print(run.to_json())
         return EXIT_OK
+    from radtriage.backbones import WeightsNotInstalledError
     from radtriage.runs import train_run
 
-    result = train_run(run)
+    try:
+        result = train_run(run)
+    except WeightsNotInstalledError as err:  # the pretrained default without the train extra
+        raise CliError(str(err), EXIT_FAILED) from None
     print(result.summary().to_string(index=False))
     print(f"trained in {result.seconds / 60:.1f} min on {result.sizes}; model saved to {result.model_dir}")
     return EXIT_OK

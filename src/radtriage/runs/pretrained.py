@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from radtriage import evaluation, labels, locations, tasks
+from radtriage import contract, evaluation, labels, locations, tasks
 from radtriage.contract import GRADCAM_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER, calibrate
 from radtriage.runs.config import RunCommon, check_recipe
 from radtriage.splits import nih_validation_mask, stratified_group_split
@@ -104,12 +104,6 @@ class FinetuneConfig:
         return dict(self.__dict__)
 
 
-def _stage_of(layer_name: str) -> int | None:
-    """The backbone stage a layer belongs to ("stage5_block2_dw_conv" -> 5), else None."""
-    head = layer_name.split("_", 1)[0]
-    return int(head[5:]) if head.startswith("stage") and head[5:].isdigit() else None
-
-
 def finetune(model: Any, ft: FinetuneConfig, x_train: np.ndarray, y_train: np.ndarray, x_val: np.ndarray,
              y_val: np.ndarray, verbose: int = 0) -> dict[str, list[float]]:
     """Train the backbone's stages >= ``ft.from_stage`` and the logits layer, BatchNorm frozen.
@@ -122,11 +116,12 @@ def finetune(model: Any, ft: FinetuneConfig, x_train: np.ndarray, y_train: np.nd
     """
     import keras
 
+    from radtriage.backbones import stage_of
     from radtriage.pipeline import AugmentConfig, make_dataset
     from radtriage.training import MONITOR, MaskedBinaryCrossentropy, ValidationAUROC
 
     for layer in model.layers:
-        stage = _stage_of(layer.name)
+        stage = stage_of(layer.name)
         is_bn = isinstance(layer, keras.layers.BatchNormalization)
         layer.trainable = (layer.name == LOGITS_LAYER or (stage is not None and stage >= ft.from_stage)) and not is_bn
     model.compile(keras.optimizers.Adam(ft.learning_rate), MaskedBinaryCrossentropy())
@@ -152,6 +147,7 @@ def adapt_backbone(model: Any, cfg: BackboneConfig, ft: FinetuneConfig, data: Pa
     import keras
 
     from radtriage import frontends
+    from radtriage.backbones import stage_of
     from radtriage.datasets.kermany import KermanyDataset
     from radtriage.prepare import load_cached, prepare
     from radtriage.preprocess import PreprocessConfig
@@ -172,7 +168,7 @@ def adapt_backbone(model: Any, cfg: BackboneConfig, ft: FinetuneConfig, data: Pa
     history = finetune(temp, ft, x["train"], y["train"], x["test"], y["test"], verbose=2 if progress else 0)
     copied = 0
     for layer in temp.layers:
-        if _stage_of(layer.name) is not None and layer.weights:
+        if stage_of(layer.name) is not None and layer.weights:
             model.get_layer(layer.name).set_weights(layer.get_weights())
             copied += 1
     auroc = evaluation.macro_auroc(y["test"], calibrate(predict_logits(temp, x["test"]), 1.0), n_boot=0)["auroc"]
@@ -445,8 +441,8 @@ def train_pretrained(run: PretrainedRunConfig) -> Any:
                                       "label": y[n][:, 0].astype(int), "probability": p,
                                       "threshold": float(cal.thresholds[0])})
             metrics[n].update(evaluation.evaluate_mura(per_image, names[n]))
-    positives = {c: int(np.nansum(y["train"][:, i] > 0)) for i, c in enumerate(classes)}
-    provenance = {c: labels.PROVENANCE_REAL if positives[c] else labels.PROVENANCE_NONE for c in classes}
+    positives = {c: int(n) for c, n in zip(classes, contract.positive_labels(y["train"]).sum(axis=0))}
+    provenance = contract.class_provenance(classes, y["train"], np.zeros(len(y["train"]), bool))  # all real
     flaggable = _flaggable(metrics["validation"], classes, provenance)
     val_probs = calibrate(logits["validation"], cal.temperature)
     training = {
