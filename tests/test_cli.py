@@ -144,6 +144,25 @@ def test_predict_json_lists_results_errors_and_the_model(models, mixed_folder, t
     assert all(0.0 <= row[f"prob: {c}"] <= 1.0 for c in CHEST_CLASSES)
 
 
+def test_predict_skips_blank_images_and_contradictory_tags_with_their_sentence(models, tmp_path, capsys) -> None:
+    """Issue 16, item 5: such files got confident probabilities; now they are error rows, no probability."""
+    write(tmp_path / "blank.png", png_bytes(np.full((128, 128), 128, np.uint8)))
+    flipped = make_dataset(smooth_texture(128, 112, 4095), bits_stored=12, phi=True)
+    flipped.PixelRepresentation = 1
+    write(tmp_path / "flipped.dcm", dicom_bytes(flipped))
+    assert cli.main(["predict", str(tmp_path), "--model", str(models / "chest"), "--format", "json",
+                     "--no-progress"]) == 1  # nothing could be read
+    captured = capsys.readouterr()
+    out = json.loads(captured.out)
+    assert out["images"] == []
+    errors = {Path(r["file"]).name: r for r in out["errors"]}
+    assert {n: r["error_code"] for n, r in errors.items()} == {"blank.png": "uninformative",
+                                                              "flipped.dcm": "contradictory_tags"}
+    assert errors["blank.png"]["error"] == "This image is a uniform gray, so there is no radiograph in it to read."
+    assert "Pixel Representation (0028,0103)" in errors["flipped.dcm"]["error"]
+    assert "[contradictory_tags]" in captured.err and not [v for v in PHI.values() if v in captured.out + captured.err]
+
+
 def test_predict_exit_code_is_1_when_nothing_can_be_read(models, tmp_path, capsys) -> None:
     write(tmp_path / "a.png", b"nope")
     assert cli.main(["predict", str(tmp_path / "a.png"), "--model", str(models / "chest"), "--format", "json",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import io
+import math
 
 import numpy as np
 import pytest
@@ -31,6 +33,7 @@ from dicom_fixtures import (
 import radtriage.radiograph as radiograph_module
 from radtriage.radiograph import (
     ColourPhotoError,
+    ContradictoryTagsError,
     CorruptFileError,
     ImageTooLargeError,
     ImageTooSmallError,
@@ -39,6 +42,7 @@ from radtriage.radiograph import (
     NotAnImageError,
     Radiograph,
     RadiographError,
+    UninformativeImageError,
     UnreadableFileError,
     UnsupportedPhotometricError,
     UnsupportedTransferSyntaxError,
@@ -553,6 +557,178 @@ def test_no_phi_in_error_messages() -> None:
         assert info.value.__cause__ is None
 
 
+# --- input sanity: contradictory tags, blank displays (issue 16, item 5) ----------------------
+def sane_dataset(**tags) -> Dataset:
+    """The fuzz run's kind of file: a smooth 12-bit image with a window covering its values."""
+    return make_dataset(smooth_texture(128, 96, 4095), bits_stored=12, phi=True,
+                        **{"WindowCenter": 2048, "WindowWidth": 4096, **tags})
+
+
+def mutated(keyword: str, value) -> bytes:
+    ds = sane_dataset()
+    setattr(ds, keyword, value)
+    return dicom_bytes(ds)
+
+
+def assert_plain_sentence(err: RadiographError) -> None:
+    message = str(err)
+    assert message.endswith(".") and message.count(". ") == 0 and "\n" not in message
+    _phi_free(message)
+    assert err.__cause__ is None
+
+
+# (tag, mutated value, error, the words the sentence must hold)
+MUTATIONS = {
+    "bits_stored_1": ("BitsStored", 1, ContradictoryTagsError,
+                      "Bits Stored (0028,0101) of 1 leaves only 2 grey levels"),
+    "bits_stored_over_allocated": ("BitsStored", 20, ContradictoryTagsError,
+                                   "Bits Stored (0028,0101) of 20 is more than Bits Allocated (0028,0100) of 16"),
+    "high_bit": ("HighBit", 15, ContradictoryTagsError, "High Bit (0028,0102) of 15 contradicts Bits Stored"),
+    "window_width_1e30": ("WindowWidth", 1e30, UninformativeImageError,
+                          "After its Window Width (0028,1051) of 1e+30 this image is a uniform gray"),
+    "window_center_-1e9": ("WindowCenter", -1e9, UninformativeImageError,
+                           "After its Window Center (0028,1050) of -1e+09 this image is all white"),
+    "window_width_2": ("WindowWidth", 2, UninformativeImageError,
+                       "Window Center (0028,1050) of 2048 and Window Width (0028,1051) of 2 this image is only pure"),
+    "rescale_slope_-1": ("RescaleSlope", -1, ContradictoryTagsError, "Rescale Slope (0028,1053) of -1 is negative"),
+    "rescale_slope_1e20": ("RescaleSlope", 1e20, ContradictoryTagsError, "Rescale Slope (0028,1053) of 1e+20 would"),
+    "rescale_slope_1000": ("RescaleSlope", 1000, UninformativeImageError,
+                           "After its Rescale Slope (0028,1053) of 1000 this image is all white"),
+    "rescale_intercept_1e6": ("RescaleIntercept", 1e6, UninformativeImageError,
+                              "After its Rescale Intercept (0028,1052) of 1e+06 this image is all white"),
+    "pixel_representation_signed": ("PixelRepresentation", 1, ContradictoryTagsError,
+                                    "Pixel Representation (0028,0103) says the pixel values are signed"),
+    "samples_per_pixel_3": ("SamplesPerPixel", 3, ContradictoryTagsError,
+                            "tags contradict each other: Samples per Pixel (0028,0002) is 3"),
+    "rows_minus_1": ("Rows", 127, ContradictoryTagsError, "Rows (0028,0010) x Columns (0028,0011) of 127 x 96"),
+    "columns_plus_1": ("Columns", 97, ContradictoryTagsError, "of 128 x 97 at 16 bits need 24,832"),
+}
+
+
+def test_the_unmutated_file_loads_with_real_spread() -> None:
+    rad = load(dicom_bytes(sane_dataset()))
+    assert np.percentile(rad.pixels, 99.5) - np.percentile(rad.pixels, 0.5) > 0.5
+
+
+@pytest.mark.parametrize("name", MUTATIONS)
+@pytest.mark.parametrize("min_side", [None, 64])
+def test_each_mutation_is_refused_with_a_sentence_naming_its_tag(name: str, min_side: int | None) -> None:
+    keyword, value, error, words = MUTATIONS[name]
+    with pytest.raises(error) as info:
+        load(mutated(keyword, value), min_side=min_side)
+    assert words in str(info.value)
+    assert info.value.code == {ContradictoryTagsError: "contradictory_tags",
+                               UninformativeImageError: "uninformative"}[error]
+    assert_plain_sentence(info.value)
+
+
+def test_samples_per_pixel_3_with_monochrome2_no_longer_contradicts_itself() -> None:
+    with pytest.raises(ContradictoryTagsError) as info:
+        load(mutated("SamplesPerPixel", 3))
+    message = str(info.value)
+    assert "rather than grayscale" not in message
+    assert "is 3, a colour layout, but Photometric Interpretation (0028,0004) says MONOCHROME2" in message
+
+
+def test_signed_pixel_representation_refused_in_compressed_files_too() -> None:
+    ds = compressed(sane_dataset(), JPEG2000Lossless)
+    ds.PixelRepresentation = 1
+    with pytest.raises(ContradictoryTagsError, match=r"Pixel Representation \(0028,0103\)"):
+        load(dicom_bytes(ds))
+
+
+def test_signed_data_really_signed_still_loads() -> None:
+    """Signed values crossing zero smoothly (no wrap), and the extremes side by side in bands (a wrap
+    seen locally, but no values running on across it): both are real signed images."""
+    smooth = (smooth_texture(128, 96, 4095).astype(np.int32) - 2048).astype(np.int16)
+    assert load(dicom_bytes(make_dataset(smooth, bits_stored=12))).pixels.std() > 0.1
+    bands = blocks([-2048, 2047, -2048, 2047, 0], dtype=np.int16)
+    assert load(dicom_bytes(make_dataset(bands, bits_stored=12))).pixels.std() > 0.1
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@pytest.mark.parametrize(("keyword", "value"), [("WindowWidth", 0), ("WindowWidth", -10), ("WindowCenter", "NaN"),
+                                                ("RescaleSlope", 0), ("RescaleSlope", "NaN")])
+def test_invalid_lut_tags_still_fall_back_to_the_full_range(keyword: str, value) -> None:
+    reference = load(dicom_bytes(make_dataset(smooth_texture(128, 96, 4095), bits_stored=12)))
+    tags = {"WindowCenter": 2048, "WindowWidth": 4096} if keyword == "RescaleSlope" else {}
+    ds = make_dataset(smooth_texture(128, 96, 4095), bits_stored=12, **{**tags, keyword: value})
+    rad = load(dicom_bytes(ds))
+    if keyword == "RescaleSlope":  # the slope is ignored, the window kept
+        reference = load(dicom_bytes(make_dataset(smooth_texture(128, 96, 4095), bits_stored=12, **tags)))
+    np.testing.assert_allclose(rad.pixels, reference.pixels, atol=1e-6)
+
+
+def test_uniform_pixel_data_is_refused_whatever_its_window() -> None:
+    flat = np.full((96, 96), 700, np.uint16)
+    for tags in ({}, {"WindowCenter": 2048, "WindowWidth": 4096}):
+        with pytest.raises(UninformativeImageError, match="its pixel data hold no picture") as info:
+            load(dicom_bytes(make_dataset(flat, bits_stored=12, phi=True, **tags)))
+        assert_plain_sentence(info.value)
+
+
+@pytest.mark.parametrize(
+    ("pixels", "encode", "look"),
+    [(np.zeros((100, 100), np.uint8), png_bytes, "all black"),
+     (np.full((100, 100), 128, np.uint8), png_bytes, "a uniform gray"),
+     (np.full((100, 100), 65535, np.uint16), png_bytes, "all white"),
+     (np.full((100, 100), 128, np.uint8), jpeg_bytes, "a uniform gray"),
+     (np.where(gradient(100, 100, 255) > 128, 255, 0).astype(np.uint8), png_bytes, "only pure black and white")],
+    ids=["black_png", "gray_png", "white_png16", "gray_jpeg", "binary_png"],
+)
+def test_blank_png_and_jpeg_are_refused(pixels: np.ndarray, encode, look: str) -> None:
+    with pytest.raises(UninformativeImageError) as info:
+        load(encode(pixels))
+    assert str(info.value) == f"This image is {look}, so there is no radiograph in it to read."
+
+
+def test_dim_or_mostly_black_images_with_content_still_load() -> None:
+    dim = (gradient(100, 100, 255) // 32 + 10).astype(np.uint8)  # 8 grey levels, 10..17
+    assert load(png_bytes(dim)).pixels.max() < 0.1
+    finger = np.zeros((200, 200), np.uint8)  # 95 % pure black air around a small bright part
+    finger[90:110, 50:150] = gradient(20, 100, 255)
+    assert load(png_bytes(finger)).pixels.max() == 1.0
+
+
+# Hypothesis: one pixel-module tag of the fuzz run's file set to an odd value, as the fuzz run did.
+ODD_FLOATS = st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=32),
+                       st.sampled_from([0.0, -1.0, 1e-30, 1e30, -1e9, 1e9, 1e20, 2048.0, 4096.0]))
+TAG_MUTATIONS = st.one_of(
+    st.tuples(st.sampled_from(["BitsStored", "HighBit", "BitsAllocated", "SamplesPerPixel"]), st.integers(0, 40)),
+    st.tuples(st.just("PixelRepresentation"), st.integers(0, 1)),
+    st.tuples(st.sampled_from(["Rows", "Columns"]), st.integers(60, 200)),
+    st.tuples(st.sampled_from(["WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"]), ODD_FLOATS),
+    st.tuples(st.just("PhotometricInterpretation"), st.sampled_from(["MONOCHROME1", "RGB", "YBR_FULL", ""])),
+)
+SANE_BYTES = dicom_bytes(sane_dataset())
+SANE_PIXELS = load(SANE_BYTES).pixels
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tag=TAG_MUTATIONS, min_side=st.sampled_from([None, 64]))
+def test_a_mutated_tag_gives_a_readable_image_or_a_sentence(tag: tuple, min_side: int | None) -> None:
+    """Never anything but a RadiographError or a finite [0, 1] image with real spread; and one that
+    loads still shows the intact picture, not its negative (MONOCHROME1 aside: that inversion is the
+    tag's meaning)."""
+    keyword, value = tag
+    if isinstance(value, float) and not math.isfinite(value):
+        value = str(value)  # a DS holds text: "nan", "inf"
+    ds = sane_dataset()
+    setattr(ds, keyword, value)
+    try:
+        rad = load(dicom_bytes(ds), min_side=min_side)
+    except RadiographError as err:
+        assert_plain_sentence(err)
+        return
+    pixels = rad.pixels
+    assert pixels.dtype == np.float32 and np.isfinite(pixels).all() and 0.0 <= pixels.min() and pixels.max() <= 1.0
+    assert np.percentile(pixels, 99.5) - np.percentile(pixels, 0.5) >= 3 / 255
+    assert np.mean((pixels > 0.5 / 255) & (pixels < 1 - 0.5 / 255)) >= 0.01
+    if pixels.shape == SANE_PIXELS.shape and keyword != "PhotometricInterpretation":
+        assert np.corrcoef(pixels.ravel(), SANE_PIXELS.ravel())[0, 1] > 0
+
+
 # --- fuzzing --------------------------------------------------------------------------------
 def _fuzz_bases() -> list[bytes]:
     arr = smooth_texture(64, 72, 4095)
@@ -645,6 +821,19 @@ def test_fracatlas_jpegs_cut_in_their_scan_stay_refused(shared_data) -> None:
             assert not np.array_equal(np.asarray(a), np.asarray(b)), path.name
         with pytest.raises(CorruptFileError):
             load(path)
-    for path in paths[::25]:
+    for path in paths[::5]:  # a fifth: the input sanity checks (issue 16) must refuse no real radiograph
         if path not in strict_failures:
             assert load(path).warnings == (), path.name
+
+
+@pytest.mark.real_data
+def test_kermany_paediatric_chest_jpegs_load(shared_data) -> None:
+    """Small RGB JPEGs of gray content from a third party: none is refused as blank or colour."""
+    folder = shared_data / "kermany-pediatric"
+    if not folder.is_dir():
+        pytest.skip("../shared/data/kermany-pediatric is absent: this test reads its chest JPEGs")
+    paths = sorted(folder.rglob("*.jpeg"))
+    assert len(paths) == 5840
+    for path in paths[::8]:
+        rad = load(path)
+        assert np.percentile(rad.pixels, 99.5) - np.percentile(rad.pixels, 0.5) > 0.2, path.name

@@ -7,7 +7,8 @@ typed :class:`RadiographError` whose ``str()`` is one plain sentence, and return
 DICOM display pipeline (PS3.3 C.11): stored values (BitsStored and sign honoured by pydicom) ->
 Modality LUT (sequence, else Rescale Slope/Intercept) -> VOI (VOI LUT Sequence, else the first
 Window Center/Width, else the 0.5-99.5 percentile range of the modality values) -> [0, 1] ->
-inverted for MONOCHROME1.
+inverted for MONOCHROME1. :mod:`radtriage.pixel_sanity` refuses contradictory pixel-module tags and
+any image (DICOM, PNG, JPEG) left uniform or saturated by this pipeline, naming the tag to blame.
 
 A JPEG whose scan is whole but whose end-of-image marker is missing (a file cut in its last bytes)
 is read with a note in :attr:`Radiograph.warnings`; a JPEG missing any part of its scan is refused.
@@ -19,7 +20,7 @@ preprocess included, bench/RESULTS.md);
 
 Patient identifiers never leave this module: only :class:`SafeMetadata` tags are read out, the
 pydicom Dataset is not kept (only a copy of the pixel-module tags and the pixel bytes), and no
-error message quotes a DICOM value.
+error message quotes a DICOM value other than a pixel-module tag's (Bits Stored, Window Width...).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from radtriage import jpeg_scan
+from radtriage import jpeg_scan, pixel_sanity
 
 # --- parameters -----------------------------------------------------------------------------
 MIN_SIDE_PX = 64  # smaller than this is an icon or a thumbnail, not a radiograph
@@ -44,8 +45,6 @@ MAX_PIXELS = 60_000_000  # ~ 7,750^2: every real radiograph fits, a decompressio
 MAX_FILE_BYTES = 1_000_000_000
 FALLBACK_PERCENTILES = (0.5, 99.5)  # VOI when a DICOM has neither VOI LUT nor window
 PERCENTILE_SAMPLES = 250_000  # subsample for the fallback percentiles (same answer to ~1e-3)
-COLOUR_SPREAD = 24 / 255  # per-pixel max-min channel spread that counts as "coloured"
-COLOUR_FRACTION = 0.01  # more than this fraction of coloured pixels = colour photograph
 PILLOW_J2K_SYNTAXES = ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91")
 # A JPEG without its end marker is checked by walking its scan in Python (~0.5 s per MB of scan);
 # a larger one is refused as before rather than kept waiting.
@@ -126,6 +125,14 @@ class ImageTooLargeError(RadiographError):
 
 class ColourPhotoError(RadiographError):
     code = "colour_photo"
+
+
+class ContradictoryTagsError(CorruptFileError):
+    code = "contradictory_tags"  # pixel-module tags contradict each other or the pixel data
+
+
+class UninformativeImageError(RadiographError):
+    code = "uninformative"  # uniform or saturated once displayed (after the DICOM LUTs)
 
 
 class UnreadableFileError(RadiographError):
@@ -337,6 +344,7 @@ def _load_pil(data: bytes, fmt: str) -> tuple[np.ndarray, SafeMetadata, None, tu
     bits = 16 if im.mode.startswith("I") else 8
     im = ImageOps.exif_transpose(im)  # loads the pixels; JPEG orientation from the camera/scanner
     gray = _pil_to_gray(im)
+    _refuse(UninformativeImageError, pixel_sanity.uninformative(gray))
     rows, columns = gray.shape
     meta = SafeMetadata(source_format=fmt.lower(), rows=rows, columns=columns, bits_stored=bits)
     return gray, meta, None, notes
@@ -365,17 +373,8 @@ def _pil_to_gray(im: Image.Image) -> np.ndarray:
         return la[..., 0] * la[..., 1]  # transparent = black, like air around the body
     rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / np.float32(255)
     rgb, alpha = rgba[..., :3], rgba[..., 3]
-    _refuse_colour(rgb)
+    _refuse(ColourPhotoError, pixel_sanity.colour_photograph(rgb))
     return rgb.mean(axis=-1) * alpha
-
-
-def _refuse_colour(rgb: np.ndarray) -> None:
-    """Grayscale stored as RGB has (nearly) equal channels; a photograph does not."""
-    step = max(1, int(np.sqrt(rgb.shape[0] * rgb.shape[1] / PERCENTILE_SAMPLES)))
-    sub = rgb[::step, ::step]
-    spread = sub.max(axis=-1) - sub.min(axis=-1)
-    if float(np.mean(spread > COLOUR_SPREAD)) > COLOUR_FRACTION:
-        raise ColourPhotoError("This looks like a colour photograph, not a radiograph.")
 
 
 # --- JPEG without its end marker ------------------------------------------------------------
@@ -411,11 +410,22 @@ def _load_dicom(data: bytes, min_side: int | None, *, force: bool) -> tuple[np.n
     if level and ts in PILLOW_J2K_SYNTAXES:
         stored = _decode_j2k_reduced(recipe, level)
         if stored is not None:
-            recipe.fit_range(stored)
-            return recipe.to_unit(stored), meta, lambda: recipe.to_unit(recipe.decode_full())
-    stored = recipe.decode_full()
+            return _display(recipe, stored), meta, lambda: recipe.to_unit(recipe.decode_full())
+    return _display(recipe, recipe.decode_full()), meta, None
+
+
+def _display(recipe: _PixelRecipe, stored: np.ndarray) -> np.ndarray:
+    """Stored values -> display [0, 1]; refuses a wrapped sign or a blank display (pixel_sanity)."""
+    _refuse(ContradictoryTagsError, pixel_sanity.wrapped_sign(stored, int(recipe.ds.BitsStored)))
     recipe.fit_range(stored)
-    return recipe.to_unit(stored), meta, None
+    out = recipe.to_unit(stored)
+    _refuse(UninformativeImageError, pixel_sanity.uninformative(out, stored, recipe))
+    return out
+
+
+def _refuse(error: type[RadiographError], sentence: str | None) -> None:
+    if sentence:
+        raise error(sentence)
 
 
 def _read_dataset(data: bytes, *, force: bool) -> Any:
@@ -471,7 +481,9 @@ def _check_dicom_header(ds: Any, ts: str) -> None:
             "please provide a single radiograph image."
         )
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
-    if _int_tag(ds, "SamplesPerPixel", 1) != 1 or photometric not in _MONOCHROME:
+    samples = _int_tag(ds, "SamplesPerPixel", 1)
+    _refuse(ContradictoryTagsError, pixel_sanity.colour_contradiction(samples, photometric))
+    if samples != 1 or photometric not in _MONOCHROME:
         known = re.fullmatch(r"[A-Z0-9_ ]{1,16}", photometric)  # the tag is free text: quote only a CS value
         raise UnsupportedPhotometricError(
             f"This DICOM image is stored as {photometric if known else 'unknown'} rather than grayscale "
@@ -482,9 +494,10 @@ def _check_dicom_header(ds: Any, ts: str) -> None:
         bits_alloc, bits_stored = int(ds.BitsAllocated), int(ds.BitsStored)
     except Exception:  # noqa: BLE001 - missing or malformed size tags
         raise CorruptFileError(_CORRUPT) from None
+    _check_size(rows, columns)
+    _refuse(ContradictoryTagsError, pixel_sanity.tag_contradiction(ds, ts))
     if not (1 <= bits_stored <= bits_alloc <= 32):
         raise CorruptFileError(_CORRUPT)
-    _check_size(rows, columns)
     try:
         available = get_decoder(ts).is_available
     except Exception:  # noqa: BLE001 - no decoder exists for this UID
@@ -768,6 +781,7 @@ def _has_lut(ds: Any, keyword: str) -> bool:
 
 __all__: list[str] = [
     "ColourPhotoError",
+    "ContradictoryTagsError",
     "CorruptFileError",
     "ImageTooLargeError",
     "ImageTooSmallError",
@@ -777,6 +791,7 @@ __all__: list[str] = [
     "Radiograph",
     "RadiographError",
     "SafeMetadata",
+    "UninformativeImageError",
     "UnreadableFileError",
     "UnsupportedPhotometricError",
     "UnsupportedTransferSyntaxError",
