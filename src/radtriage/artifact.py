@@ -25,6 +25,8 @@ preprocess, predict, calibrate, flag and explain. ``metadata.json`` schema (vers
     model_sha256    str               hex SHA-256 of model.h5
     serving         {..}              optional verified exports, e.g. {"litert": {file, sha256, from_model_sha256,
                                       max_abs_diff_vs_keras, ...}} written by serving.export_litert
+    ood             {..}              optional out-of-distribution score (radtriage.ood): {file, sha256, method,
+                                      threshold, rate, fitted_on, threshold_set_on, refused: {data: "k of n"}}
 
 :func:`load_artifact` refuses (:class:`ArtifactError`, one clear sentence) a directory whose
 metadata is missing or invalid, whose model.h5 does not match ``model_sha256``, or whose model
@@ -50,6 +52,7 @@ import numpy as np
 import radtriage
 from radtriage import labels, tasks
 from radtriage.contract import GRADCAM_LAYER
+from radtriage.ood import OodModel
 from radtriage.preprocess import PreprocessConfig
 
 if TYPE_CHECKING:  # Keras is imported only to load a model: metadata readers (LiteRT serving) stay light
@@ -100,6 +103,7 @@ class ModelMetadata:
     created: str = ""
     model_sha256: str = ""
     serving: dict[str, Any] = field(default_factory=dict)
+    ood: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def __post_init__(self) -> None:
@@ -154,6 +158,8 @@ class ModelMetadata:
             raise ArtifactError(f"metadata provenance values must be among {list(PROVENANCES)}.")
         if not isinstance(self.serving, Mapping):
             raise ArtifactError("metadata serving must be a JSON object.")
+        if not isinstance(self.ood, Mapping) or (self.ood and not {"file", "sha256"} <= set(self.ood)):
+            raise ArtifactError("metadata ood must be a JSON object naming its file and SHA-256.")
 
     def temperatures(self) -> list[float]:
         """Temperature per class, in class order."""
@@ -304,6 +310,25 @@ def verify_checksum(directory: str | Path, metadata: ModelMetadata) -> Path:
     if sha256_file(path) != metadata.model_sha256:
         raise ArtifactError(f"{path} does not match the SHA-256 recorded in its metadata: modified or corrupted.")
     return path
+
+
+def read_ood(directory: str | Path, metadata: ModelMetadata) -> OodModel | None:
+    """The model's out-of-distribution statistics (:mod:`radtriage.ood`), verified, or None when it has none.
+
+    Raises:
+        ArtifactError: the file is missing, does not match its recorded SHA-256, or is unreadable.
+    """
+    if not metadata.ood:
+        return None
+    path = Path(directory) / metadata.ood["file"]
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing.")
+    if sha256_file(path) != metadata.ood["sha256"]:
+        raise ArtifactError(f"{path} does not match the SHA-256 recorded in its metadata: modified or corrupted.")
+    try:
+        return OodModel.load(path)
+    except ValueError as e:
+        raise ArtifactError(str(e)) from None
 
 
 def update_metadata(directory: str | Path, **changes: Any) -> ModelMetadata:

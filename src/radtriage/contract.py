@@ -4,7 +4,7 @@ One definition each, called by training, evaluation, both serving backends, Grad
 the dashboard:
 
 - the layer names a radtriage model carries (:data:`LOGITS_LAYER`, :data:`GRADCAM_LAYER`,
-  :data:`PROBABILITIES_LAYER`);
+  :data:`PROBABILITIES_LAYER`, :data:`FEATURES_LAYER`);
 - temperature calibration, ``p = sigmoid(logit / T)`` per class (:func:`calibrate`);
 - the flag rule, ``p >= threshold`` (:func:`flags`, :func:`flagged`, :func:`default_class`);
 - the study rule, the mean of the study's image probabilities (:func:`study_mean`,
@@ -27,6 +27,7 @@ from radtriage import labels
 LOGITS_LAYER = "logits"  # Dense, pre-sigmoid scores: calibrated outside the graph, differentiated by Grad-CAM
 GRADCAM_LAYER = "gradcam_target"  # the last 4-D feature map, after its activation
 PROBABILITIES_LAYER = "probabilities"  # sigmoid(logits), the uncalibrated model output
+FEATURES_LAYER = "features"  # what the heads read: the space of the out-of-distribution score (radtriage.ood)
 DEGENERATE_EPS = 1e-8  # a heatmap whose max - min is below this is constant: it localises nothing
 
 

@@ -1,6 +1,6 @@
 """Offline export of a saved model to the LiteRT (TFLite) format, verified against Keras.
 
-:func:`export_litert` converts the logits sub-model of ``model.h5`` (``keras.Model.export(format=
+:func:`export_litert` converts the logits (and features) sub-model of ``model.h5`` (``keras.Model.export(format=
 "litert")``), runs both backends on phantoms of the model's task and two constant images
 (:func:`check_inputs`), and keeps ``model.tflite`` only if the calibrated probabilities agree within
 :data:`TOLERANCE`; the metadata then records the file's SHA-256, the ``model.h5`` it came from and the
@@ -19,7 +19,7 @@ import numpy as np
 
 from radtriage import tasks
 from radtriage.artifact import ArtifactError, update_metadata, sha256_file
-from radtriage.contract import LOGITS_LAYER
+from radtriage.contract import FEATURES_LAYER, LOGITS_LAYER
 from radtriage.litert import TFLITE_FILE, LiteRtPredictor, litert_available
 from radtriage.model_card import CARD_FILE, set_serving_section
 from radtriage.preprocess import PreprocessConfig, preprocess
@@ -74,7 +74,10 @@ def export_litert(directory: str | Path, tolerance: float = TOLERANCE) -> dict[s
     if not litert_available():
         raise ArtifactError("the LiteRT runtime is not installed (pip install ai-edge-litert).")
     model = reference.model
-    logits = keras.Model(model.input, model.get_layer(LOGITS_LAYER).output, name=f"{model.name}_logits")
+    outputs = [model.get_layer(LOGITS_LAYER).output]
+    if FEATURES_LAYER in {layer.name for layer in model.layers}:  # what the OOD score reads
+        outputs.append(model.get_layer(FEATURES_LAYER).output)
+    logits = keras.Model(model.input, outputs, name=f"{model.name}_logits")
     target = directory / TFLITE_FILE
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
         candidate = Path(tmp) / TFLITE_FILE
@@ -83,11 +86,14 @@ def export_litert(directory: str | Path, tolerance: float = TOLERANCE) -> dict[s
         except Exception as e:  # the converter raises many types
             raise ArtifactError(f"the model could not be converted to LiteRT ({type(e).__name__}: {e}).") from None
         x = check_inputs(reference.metadata.task, reference.preprocess_config)
-        expected = reference.predict_batch(x)
-        got = LiteRtPredictor(reference.metadata, candidate).predict_batch(x)
+        expected, expected_ood = reference.score_batch(x)
+        got, got_ood = LiteRtPredictor(reference.metadata, candidate, ood=reference.ood).score_batch(x)
         diff = float(np.max(np.abs(got - expected)))
         if not diff <= tolerance:
             raise ArtifactError(f"the LiteRT export differs from Keras by {diff:.2e} (> {tolerance:g}): not kept.")
+        if (expected_ood is None) != (got_ood is None) or (
+                expected_ood is not None and not np.allclose(got_ood, expected_ood, rtol=1e-3, atol=1e-3)):
+            raise ArtifactError("the LiteRT export's out-of-distribution scores differ from Keras: not kept.")
         os.replace(candidate, target)
     entry = {
         "file": TFLITE_FILE,

@@ -39,9 +39,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from radtriage.contract import GRADCAM_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER
+from radtriage.contract import FEATURES_LAYER, GRADCAM_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER
 
-FEATURES_LAYER = "features"
 
 
 @dataclass(frozen=True)

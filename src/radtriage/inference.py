@@ -23,8 +23,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from radtriage.artifact import Artifact, ArtifactError, load_artifact
-from radtriage.contract import LOGITS_LAYER
+from radtriage.artifact import Artifact, ArtifactError, load_artifact, read_ood
+from radtriage.contract import FEATURES_LAYER, LOGITS_LAYER
 from radtriage.gradcam import GradCam
 from radtriage.predictor import BasePredictor, Prediction, predict_study
 
@@ -61,7 +61,7 @@ class Predictor(BasePredictor):
     backend = "keras"
 
     def __init__(self, artifact: Artifact) -> None:
-        super().__init__(artifact.metadata)
+        super().__init__(artifact.metadata, read_ood(artifact.directory, artifact.metadata))
         self.artifact = artifact
         self.model = artifact.model
         names = {layer.name for layer in self.model.layers}
@@ -69,10 +69,13 @@ class Predictor(BasePredictor):
             raise ArtifactError(f"the model has no {LOGITS_LAYER!r} layer, so it cannot be calibrated.")
         self.logits_model = keras.Model(self.model.input, self.model.get_layer(LOGITS_LAYER).output,
                                         name=f"{self.model.name}_logits")
-        self._logits_fn = tf.function(
-            lambda x: self.logits_model(x, training=False),
-            input_signature=[tf.TensorSpec((None, *self.input_shape), tf.float32)],
-        )
+        signature = [tf.TensorSpec((None, *self.input_shape), tf.float32)]
+        self._logits_fn = tf.function(lambda x: self.logits_model(x, training=False), input_signature=signature)
+        self._forward_fn = None
+        if FEATURES_LAYER in names:  # logits and the features the OOD score reads, in one pass
+            both = keras.Model(self.model.input, [self.model.get_layer(LOGITS_LAYER).output,
+                                                  self.model.get_layer(FEATURES_LAYER).output])
+            self._forward_fn = tf.function(lambda x: both(x, training=False), input_signature=signature)
         # "the most probable class" is ranked as the calibrated probabilities rank it
         self._gradcam = GradCam(self.model, self.metadata.gradcam_layer, rank_temperatures=self.temperatures)
 
@@ -81,8 +84,11 @@ class Predictor(BasePredictor):
         """Load and verify the artifact in ``path`` (raises ArtifactError) and build the graphs."""
         return cls(load_artifact(path, custom_objects))
 
-    def _logits(self, x: np.ndarray) -> np.ndarray:
-        return self._logits_fn(tf.constant(x)).numpy()
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._forward_fn is None:
+            return self._logits_fn(tf.constant(x)).numpy(), None
+        logits, features = self._forward_fn(tf.constant(x))
+        return logits.numpy(), features.numpy()
 
     # ---------------------------------------------------------------------------- Grad-CAM
 

@@ -1,7 +1,7 @@
 """The LiteRT (TFLite) backend: a model folder's verified ``model.tflite`` on the ``ai-edge-litert``
 interpreter, without importing TensorFlow.
 
-The file holds the logits sub-model of ``model.h5`` and is written only by
+The file holds the logits sub-model of ``model.h5`` (with the features the OOD score reads, when it has them) and is written only by
 :func:`radtriage.export.export_litert`, which keeps it when its calibrated probabilities agree with
 Keras; the metadata records its SHA-256 and the ``model.h5`` it came from, and a modified or stale
 file is refused here. Temperature scaling is applied outside the graph
@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from radtriage.artifact import ArtifactError, ModelMetadata, read_metadata, sha256_file, verify_checksum
+from radtriage.artifact import ArtifactError, ModelMetadata, read_metadata, read_ood, sha256_file, verify_checksum
+from radtriage.ood import OodModel
 from radtriage.predictor import BasePredictor
 
 TFLITE_FILE = "model.tflite"
@@ -61,6 +62,35 @@ def litert_entry(metadata: ModelMetadata) -> dict[str, Any] | None:
     return dict(entry) if isinstance(entry, dict) else None
 
 
+class LiteRtRunner:
+    """A ``.tflite`` graph on the LiteRT interpreter: (N, ...) float32 in -> every output, as NumPy arrays.
+
+    Args:
+        model_path: the ``.tflite`` file.
+        threads: interpreter threads (default: all cores).
+    """
+
+    def __init__(self, model_path: str | Path, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        with _native_stderr_silenced():
+            self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads or os.cpu_count() or 1)
+        details = self._interpreter.get_input_details()[0]
+        self._input, self.input_shape = details["index"], tuple(int(d) for d in details["shape"][1:])
+        self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
+        self._batch = -1
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        if len(x) != self._batch:  # resizing re-plans the graph: only when the batch size changes
+            self._interpreter.resize_tensor_input(self._input, [len(x), *self.input_shape])
+            with _native_stderr_silenced():
+                self._interpreter.allocate_tensors()
+            self._batch = len(x)
+        self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, np.float32))
+        self._interpreter.invoke()
+        return [self._interpreter.get_tensor(i) for i in self._outputs]
+
+
 class LiteRtPredictor(BasePredictor):
     """Calibrated probabilities from ``model.tflite`` on the LiteRT interpreter (no Grad-CAM).
 
@@ -72,15 +102,10 @@ class LiteRtPredictor(BasePredictor):
 
     backend = "litert"
 
-    def __init__(self, metadata: ModelMetadata, model_path: str | Path, threads: int | None = None) -> None:
-        from ai_edge_litert.interpreter import Interpreter
-
-        super().__init__(metadata)
-        with _native_stderr_silenced():
-            self._interpreter = Interpreter(model_path=str(model_path), num_threads=threads or os.cpu_count() or 1)
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-        self._batch = -1
+    def __init__(self, metadata: ModelMetadata, model_path: str | Path, threads: int | None = None,
+                 ood: OodModel | None = None) -> None:
+        super().__init__(metadata, ood)
+        self._run = LiteRtRunner(model_path, threads)
 
     @classmethod
     def from_dir(cls, path: str | Path, threads: int | None = None) -> LiteRtPredictor:
@@ -105,14 +130,13 @@ class LiteRtPredictor(BasePredictor):
             raise ArtifactError(f"{tflite} was exported from another model.h5: export it again.")
         if sha256_file(tflite) != entry.get("sha256"):
             raise ArtifactError(f"{tflite} does not match the SHA-256 recorded in its metadata: modified or corrupted.")
-        return cls(metadata, tflite, threads)
+        return cls(metadata, tflite, threads, read_ood(path, metadata))
 
-    def _logits(self, x: np.ndarray) -> np.ndarray:
-        if len(x) != self._batch:  # resizing re-plans the graph: only when the batch size changes
-            self._interpreter.resize_tensor_input(self._input, [len(x), *self.input_shape])
-            with _native_stderr_silenced():
-                self._interpreter.allocate_tensors()
-            self._batch = len(x)
-        self._interpreter.set_tensor(self._input, np.ascontiguousarray(x, np.float32))
-        self._interpreter.invoke()
-        return self._interpreter.get_tensor(self._output)
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        # an export holds the logits, and the features when the model has them (radtriage.export);
+        # the converter does not keep output names, so they are told apart by width
+        outputs = self._run(x)
+        n = len(self.classes)
+        logits = next(o for o in outputs if o.shape[-1] == n)
+        features = next((o for o in outputs if o.shape[-1] != n), None)
+        return logits, features

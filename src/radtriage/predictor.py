@@ -21,6 +21,7 @@ import numpy as np
 
 from radtriage import contract
 from radtriage.artifact import ModelMetadata
+from radtriage.ood import OodModel
 from radtriage.preprocess import PreprocessConfig, load_and_preprocess, preprocess
 
 CHUNK = 64  # images per forward call: bounds memory for large batches
@@ -92,12 +93,14 @@ class BasePredictor:
 
     Args:
         metadata: the artifact's verified metadata.
+        ood: the model's out-of-distribution statistics (:func:`radtriage.artifact.read_ood`), or None.
     """
 
     backend = "none"
 
-    def __init__(self, metadata: ModelMetadata) -> None:
+    def __init__(self, metadata: ModelMetadata, ood: OodModel | None = None) -> None:
         self._metadata = metadata
+        self.ood = ood
         self.temperatures = np.asarray(metadata.temperatures(), np.float32)
         self.thresholds = np.asarray([metadata.thresholds[c] for c in metadata.classes], np.float64)
         self.flaggable = np.asarray([metadata.flaggable[c] for c in metadata.classes], bool)
@@ -148,9 +151,13 @@ class BasePredictor:
 
     # ------------------------------------------------------------------------- predictions
 
-    def _logits(self, x: np.ndarray) -> np.ndarray:
-        """(n, S, S, 1) float32 -> (n, C) logits; n <= CHUNK. Each backend gives its own."""
+    def _forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(n, S, S, 1) float32 -> (n, C) logits and (n, F) features (None when the model has no
+        ``FEATURES_LAYER``); n <= CHUNK. Each backend gives its own."""
         raise NotImplementedError
+
+    def _logits(self, x: np.ndarray) -> np.ndarray:
+        return self._forward(x)[0]
 
     def calibrate(self, logits: np.ndarray) -> np.ndarray:
         """(N, C) logits -> float32 calibrated probabilities, by :func:`radtriage.contract.calibrate`."""
@@ -169,6 +176,25 @@ class BasePredictor:
         if len(x) == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         return self.calibrate(np.concatenate([self._logits(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]))
+
+    def score_batch(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Calibrated probabilities and out-of-distribution ratios of preprocessed images, in one pass.
+
+        Args:
+            inputs: (N, S, S, 1) float in [0, 1].
+
+        Returns:
+            (N, C) float32 probabilities, and (N,) float64 OOD ratios (distance / the model's threshold,
+            above 1 = unlike its training images) or None when the model carries no OOD statistics.
+        """
+        x = self._check_batch(inputs)
+        if len(x) == 0:
+            return np.zeros((0, len(self.classes)), np.float32), None if self.ood is None else np.zeros(0)
+        parts = [self._forward(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]
+        probs = self.calibrate(np.concatenate([logits for logits, _ in parts]))
+        if self.ood is None or any(f is None for _, f in parts):
+            return probs, None
+        return probs, self.ood.ratio(np.concatenate([f for _, f in parts]))
 
     def to_prediction(self, probs: np.ndarray) -> Prediction:
         """Wrap a (C,) calibrated probability vector with flags, thresholds and provenance."""

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from radtriage import contract, evaluation, labels, locations, tasks
-from radtriage.contract import GRADCAM_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER, calibrate
+from radtriage.contract import FEATURES_LAYER, GRADCAM_LAYER, LOGITS_LAYER, PROBABILITIES_LAYER, calibrate
 from radtriage.runs.config import RunCommon, check_recipe
 from radtriage.splits import nih_validation_mask, stratified_group_split
 
@@ -163,7 +163,7 @@ def adapt_backbone(model: Any, cfg: BackboneConfig, ft: FinetuneConfig, data: Pa
     x = {s: load_cached(index, t["image_id"].tolist()) for s, t in tables.items()}
     y = {s: t[classes].to_numpy(np.float32) for s, t in tables.items()}
     temp = build_linear_model(cfg, len(classes))
-    extractor = keras.Model(temp.input, temp.get_layer("features").output)
+    extractor = keras.Model(temp.input, temp.get_layer(FEATURES_LAYER).output)
     frontends.set_head(temp, frontends.fit_head(extractor.predict(x["train"], batch_size=16, verbose=0), y["train"]))
     history = finetune(temp, ft, x["train"], y["train"], x["test"], y["test"], verbose=2 if progress else 0)
     copied = 0
@@ -199,7 +199,7 @@ def _features(cfg: BackboneConfig, weights: str | None) -> tuple[Any, Any]:
         maps[-1] = keras.layers.Activation("linear", name=GRADCAM_LAYER)(maps[-1])
     pooled = [keras.layers.GlobalAveragePooling2D(name=f"pool{i}")(m) for i, m in enumerate(maps)]
     feats = pooled[0] if len(pooled) == 1 else keras.layers.Concatenate()(pooled)
-    feats = keras.layers.Activation("linear", name="features")(feats)
+    feats = keras.layers.Activation("linear", name=FEATURES_LAYER)(feats)
     return net.input, feats
 
 
@@ -211,17 +211,19 @@ def build_feature_extractor(cfg: BackboneConfig, weights: str | None = "imagenet
     return keras.Model(inputs, feats, name=f"{cfg.variant}_features")
 
 
-def build_linear_model(cfg: BackboneConfig, n_outputs: int, weights: str | None = "imagenet") -> Any:
+def build_linear_model(cfg: BackboneConfig, n_outputs: int, weights: str | None = "imagenet",
+                       activation: str = "sigmoid") -> Any:
     """The whole flat model: backbone -> features -> "standardize" -> "logits" -> "probabilities".
 
     The head is untrained until :func:`radtriage.frontends.set_head` copies a fitted one in.
+    ``activation``: "sigmoid" (triage models: independent classes) or "softmax" (the anatomy gate).
     """
     import keras
 
     inputs, feats = _features(cfg, weights)
     z = keras.layers.Normalization(axis=-1, name="standardize")(feats)
     logits = keras.layers.Dense(n_outputs, name=LOGITS_LAYER)(z)
-    probs = keras.layers.Activation("sigmoid", name=PROBABILITIES_LAYER, dtype="float32")(logits)
+    probs = keras.layers.Activation(activation, name=PROBABILITIES_LAYER, dtype="float32")(logits)
     return keras.Model(inputs, probs, name=f"pretrained_{cfg.variant}_linear")
 
 
@@ -412,7 +414,7 @@ def train_pretrained(run: PretrainedRunConfig) -> Any:
     adapted = adapt_backbone(model, cfg, FinetuneConfig(**run.adapt), data, run.cache_dir, run.workers,
                              run.progress) if run.adapt else None
     x = {n: load_cached(index, p["image_id"].tolist()) for n, p in parts.items()}
-    extractor = keras.Model(model.input, model.get_layer("features").output)
+    extractor = keras.Model(model.input, model.get_layer(FEATURES_LAYER).output)
     feats = {n: extractor.predict(x[n], batch_size=16, verbose=0) for n in parts}
     y = {n: p[classes].to_numpy(np.float32) for n, p in parts.items()}
     head = frontends.fit_head(feats["train"], y["train"], c=run.c)
@@ -470,6 +472,16 @@ def train_pretrained(run: PretrainedRunConfig) -> Any:
     name = run.name or f"{run.task}-pretrained-{cfg.variant}-{cfg.size}"
     metadata = save_run(model, model_dir, run.task, name, record, cal, classes, metrics, provenance, training,
                         run.examples_dir, flaggable)
+    # the OOD score reads the final model's features (fine-tuning changed them), then the export carries them
+    from radtriage.artifact import read_metadata
+    from radtriage.model_card import CARD_FILE, set_ood_section
+    from radtriage.runs.ood import fit_pretrained_ood, model_features
+    from radtriage.runs.saving import export_serving
+
+    fit_pretrained_ood(model_dir, run.task, parts, {n: model_features(model, x[n]) for n in parts}
+                       if ft.epochs else feats)
+    metadata = export_serving(model_dir) or read_metadata(model_dir)
+    set_ood_section(model_dir / CARD_FILE, metadata.to_dict())
     return RunResult(model_dir, metadata, metrics, history, time.perf_counter() - start,
                      {n: int(len(p)) for n, p in parts.items()})
 
