@@ -67,3 +67,35 @@ def test_a_class_that_may_not_be_flagged_never_is() -> None:
     assert contract.flagged(classes, probs, thresholds, may) == ["b"]
     assert contract.default_class(probs, thresholds, may) == 1  # the flagged class, not the top unreliable one
     assert contract.default_class(np.array([0.9, 0.2, 0.1]), thresholds, may) == 1  # reliable before unreliable
+
+
+def test_a_heatmap_explains_the_top_flagged_class_and_only_a_flagged_one() -> None:
+    classes = ["a", "b", "c", "d"]
+    probs = np.array([0.30, 0.90, 0.50, 0.00])
+    thresholds = np.array([0.30, 0.95, 0.40, 0.50])
+    may = np.array([True, True, True, True])
+    assert contract.heatmap_class(classes, probs, thresholds, may) == 2  # the most probable FLAGGED class
+    assert contract.heatmap_class(classes, probs, thresholds, may, requested=0) == 0  # flagged: as asked
+    assert contract.heatmap_class(classes, probs, thresholds, may, requested=3) is None  # p = 0.00: never
+    assert contract.heatmap_class(classes, probs, thresholds, [True, True, False, True]) == 0  # c may not be flagged
+    assert contract.heatmap_class(classes, probs, np.ones(4)) is None  # nothing flagged: nothing to explain
+    with pytest.raises(ValueError, match="4 probabilities for 3 classes"):
+        contract.heatmap_class(classes[:3], probs, thresholds)
+
+
+def test_heatmap_note_says_why_no_heatmap_is_drawn_in_one_sentence() -> None:
+    classes = ["a", "b"]
+    probs, thresholds = np.array([0.8, 0.001]), np.array([0.5, 0.5])
+    assert contract.heatmap_note(classes, probs, thresholds, heatmap=np.eye(4)) is None  # drawn
+    flat = contract.heatmap_note(classes, probs, thresholds, heatmap=np.full((4, 4), 0.5))
+    assert flat.startswith("a is flagged, but its heatmap is flat") and "whole image" in flat
+    below = contract.heatmap_note(classes, probs, thresholds, requested=1, heatmap=np.eye(4))
+    assert below == "No heatmap for b: its probability (0.00) is below its threshold (0.50), so there is no finding to explain."
+    unreliable = contract.heatmap_note(classes, probs, thresholds, [False, True], requested=0)
+    assert "not reliable for this class" in unreliable
+    assert contract.heatmap_note(classes, probs, np.ones(2)) == \
+        "No heatmap: no finding is flagged, so there is nothing to explain."
+    one = contract.heatmap_note(["Abnormal"], np.array([0.2]), np.array([0.38]))
+    assert one == "No heatmap: the probability of Abnormal (0.20) is below its threshold (0.38), so there is no finding to explain."
+    for note in (flat, below, unreliable, one):
+        assert note.count(". ") <= 1  # one sentence (the flat one adds what to do)

@@ -205,18 +205,21 @@ def test_limb_dicom_sent_to_chest_model_is_warned(app: AppTest) -> None:
     assert any("BodyPartExamined is 'HAND'" in w.value and "meaningless" in w.value for w in app.warning)
 
 
-def test_switch_gradcam_class_redraws_for_that_class(app: AppTest, model_dir: Path) -> None:
+def test_switch_gradcam_class_offers_flagged_classes_only_and_redraws(app: AppTest) -> None:
     app.selectbox(key="example").set_value("chest_03_pleural_effusion")
     app.run()
-    selector = next(s for s in app.selectbox if s.label == "Explain class")
     table = result_table(app)
     flagged = table.loc[table["Flagged"], "Finding"].tolist()
-    assert selector.value == (flagged[0] if flagged else table["Finding"][0])
-    other = table["Finding"].iloc[-1]
-    selector.set_value(other)
+    if not flagged:
+        pytest.skip("the stand-in model flags nothing on this example")
+    selector = next(s for s in app.selectbox if s.label == "Explain class")
+    assert selector.options == flagged and selector.value == flagged[0]  # the top flagged class by default
+    selector.set_value(flagged[-1])
     app.run()
     assert not app.exception
-    assert any(c.startswith(f"Grad-CAM: {other} (p = ") for c in image_captions(app))
+    assert any(c.startswith(f"Grad-CAM: {flagged[-1]} (p = ") for c in image_captions(app))
+    for name in table.loc[~table["Flagged"], "Finding"]:  # never a heatmap for an unflagged class
+        assert not any(c.startswith(f"Grad-CAM: {name} (") for c in image_captions(app))
 
 
 def test_missing_model_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -319,3 +322,162 @@ def test_downloads_are_named_after_the_input_and_the_time_and_a_study_csv_carrie
                                                             "study_probability": 0.45, "threshold": 0.38})))
     assert list(csv.columns[:4]) == ["model", "study_verdict", "study_probability", "threshold"]
     assert (csv["study_verdict"] == "Abnormal").all() and csv["Image"].tolist() == ["image1.png", "image2.png"]
+
+
+# --- heatmap policy, plain statements, MURA uploads and the report (issue 17) ---------------
+@pytest.fixture(scope="module")
+def strict_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The stand-in models with every threshold at 1.0: nothing is flagged, so nothing has a heatmap."""
+    pytest.importorskip("radtriage.inference", reason="radtriage.inference (the Predictor) is not available")
+    from dashboard_support import INPUT_SIZE, chest_fields, mura_fields, write_model
+
+    root = tmp_path_factory.mktemp("strict")
+    write_model(root / "chest", "chest", {**chest_fields(), "thresholds": {c: 1.0 for c in CHEST_CLASSES}},
+                INPUT_SIZE, seed=1)
+    write_model(root / "mura", "mura", {**mura_fields(), "thresholds": {"Abnormal": 1.0}}, INPUT_SIZE, seed=2)
+    return root
+
+
+def open_app(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(model_dir))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    return at
+
+
+def use_model(at: AppTest, task: str) -> AppTest:
+    """Pick the model in the sidebar where the page asks (it may already have chosen it)."""
+    radio = next((r for r in at.radio if r.label == "Model"), None)
+    if radio is not None and radio.value != task:
+        radio.set_value(task)
+        at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_nothing_flagged_means_no_heatmap_and_one_sentence_why(strict_dir: Path, monkeypatch) -> None:
+    at = open_app(strict_dir, monkeypatch)
+    at.selectbox(key="example").set_value("chest_02_cardiomegaly")
+    at.run()
+    assert not at.exception
+    assert not any(s.label == "Explain class" for s in at.selectbox)  # nothing to choose from
+    assert not any(c.startswith("Grad-CAM:") for c in image_captions(at))
+    assert "No heatmap: no finding is flagged, so there is nothing to explain." in [i.value for i in at.info]
+
+
+def test_model_figures_start_with_one_plain_sentence_and_keep_the_detail_one_click_away(app: AppTest,
+                                                                                         model_dir: Path) -> None:
+    from radtriage.artifact import read_metadata
+
+    app.selectbox(key="example").set_value("chest_02_cardiomegaly")
+    app.run()
+    facts = tables.model_facts(read_metadata(model_dir / "chest"))
+    statement = next(i.value for i in app.info if i.value == facts.headline)
+    assert statement.startswith("Learnt from") and statement.count(". ") == 0  # one sentence
+    meta = json.loads((model_dir / "chest" / "metadata.json").read_text())
+    aurocs = [r["auroc"] for r in meta["metrics"]["validation"]["per_class"]]  # the stand-in has no "Any finding"
+    assert f"mean AUROC of {np.mean(aurocs):.2f} over {len(aurocs)} findings" in statement  # from the metadata
+    for jargon in ("ECE", "Youden", "radtriage.", "frontend", "patient hash"):
+        assert jargon not in statement
+    detail = next(e for e in app.expander if e.label.startswith("Technical detail"))
+    inside = " ".join(m.value for m in detail.markdown)
+    assert meta["metrics"]["validation"]["split"] in inside and "Model 'chest'" in inside
+
+
+def test_mura_pngs_without_body_part_keep_the_study_type_unknown_and_rows_apart(app: AppTest,
+                                                                                model_dir: Path) -> None:
+    data = [png_bytes(smooth_texture(150, 120, 255, seed=s).astype(np.uint8)) for s in (11, 12)]
+    upload(app, *[("image1.png", d) for d in data])  # MURA names every file image1.png
+    use_model(app, "mura")
+    study_type = next(s for s in app.selectbox if s.label.startswith("Study type"))
+    assert study_type.value is None and study_type.format_func(None) == "not given"
+    page = texts(app)
+    assert "study type not given" in page and "XR_ELBOW" not in page
+    table = next(df.value for df in app.dataframe if "Probability of abnormal" in df.value.columns)
+    assert table["Image"].tolist() == ["image1.png (1)", "image1.png (2)"]
+    expected = [probs_of(model_dir, "mura", d)[0] for d in data]
+    for name, p in zip(table["Image"], expected):
+        assert f"{name}: p(abnormal) = {p:.2f}" in image_captions(app)
+    study_type.set_value("XR_HAND")
+    app.run()
+    assert "Study verdict (XR_HAND, 2 images)" in texts(app)
+
+
+def test_an_image_flagged_inside_a_normal_study_is_explained(tmp_path: Path, model_dir: Path, monkeypatch) -> None:
+    from dashboard_support import INPUT_SIZE, mura_fields, write_model
+
+    files = [(f"view{i}.dcm", limb_dicom(seed=i)) for i in range(3)]
+    p = np.array([probs_of(model_dir, "mura", d)[0] for _, d in files])
+    if p.max() - p.mean() < 1e-6:
+        pytest.skip("the stand-in model gives these views the same probability")
+    threshold = float((p.max() + p.mean()) / 2)  # the top image is flagged, the study mean is not
+    write_model(tmp_path / "mura", "mura", {**mura_fields(), "thresholds": {"Abnormal": threshold}}, INPUT_SIZE, seed=2)
+    at = upload(open_app(tmp_path, monkeypatch), *files)
+    page = texts(at)
+    assert "Normal — mean probability of abnormal" in page
+    top = files[int(p.argmax())][0]
+    note = next(i.value for i in at.info if "is above the threshold" in i.value)
+    assert note.startswith(f"{top} ({p.max():.2f}) is above the threshold ({threshold:.2f}) on its own")
+    assert f"mean of its 3 images' probabilities ({p.mean():.2f})" in note
+    below = [n for (n, _), q in zip(files, p) if q < threshold]
+    assert sum("No heatmap: the probability of Abnormal" in c.value for c in at.caption) == len(below)
+
+
+def test_report_explains_the_top_flagged_class_whatever_is_selected(app: AppTest, model_dir: Path,
+                                                                   strict_dir: Path, monkeypatch) -> None:
+    from radtriage import contract, tasks
+    from radtriage.dashboard import engine, views
+
+    data = (APP.parent / "app_images" / "chest_05_nodule_mass.dcm").read_bytes()
+    for folder in (model_dir, strict_dir):
+        monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(folder))
+        model = engine.get_model(tasks.get("chest"))
+        decoded = engine.decode("scan.dcm", data)
+        exam = engine.examine(model, decoded)
+        table = tables.probability_table(exam.prediction, model.facts)
+        made = views.chest_report(model, decoded, exam, table, tables.summary_sentence(table), None)
+        panel = made.panels[0]
+        index = contract.heatmap_class(model.facts.classes, exam.probs, model.facts.thresholds, model.facts.flaggable)
+        if index is None:
+            assert panel.overlay is None and panel.note.startswith("No heatmap")
+            assert made.facts["Heatmap"].startswith("none — ")
+        else:
+            name = model.facts.classes[index]
+            assert panel.caption.startswith(f"Heatmap: {name} (p = {exam.probs[index]:.2f}")
+            assert made.facts["Heatmap"].startswith(f"explains {name} (p = ")
+        assert made.statement == model.facts.headline and made.table["Reliable"].all()
+
+
+def test_report_layout_keeps_titles_clear_of_the_notice_and_the_threshold_key_outside_the_plot() -> None:
+    from dashboard_support import mura_fields
+
+    facts = tables.model_facts(metadata("mura", ["Abnormal"], mura_fields()))
+    names = tables.unique_names(["image1.png"] * 3)
+    table = tables.study_table(names, [prediction(facts, [p]) for p in (0.2, 0.7, 0.4)])
+    image = np.tile(np.arange(200, dtype=np.uint8), (150, 1))
+    panels = [report.ImagePanel(n, image, np.stack([image] * 3, -1) if i else None, "Heatmap: Abnormal",
+                                None if i else "No heatmap: below the threshold.") for i, n in enumerate(names)]
+    made = report.Report("Upper-limb study — research triage report", panels, table, "summary", "statement",
+                         {"Study type": "not given"}, threshold=0.5)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = report.report_figure(made)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    notice = next(t for t in fig.texts if t.get_text() == report.NOTICE).get_window_extent(renderer)
+    titles = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+    assert len(titles) == 2 * len(panels)
+    assert not any(t.overlaps(notice) for t in titles)
+    assert not any(a.overlaps(b) for i, a in enumerate(titles) for b in titles[i + 1:])
+    bars = fig.axes[-1]
+    key = bars.get_legend().get_window_extent(renderer)
+    assert key.y0 >= bars.get_window_extent(renderer).y1 - 1  # above the plot, not among its bars
+    assert [t.get_text() for t in bars.get_yticklabels()] == names[::-1]  # every image told apart
+    with Image.open(io.BytesIO(report.report_png(made))) as im:
+        assert im.format == "PNG"
+
+
+def test_unique_names_and_the_study_note() -> None:
+    assert tables.unique_names(["image1.png", "a.png", "image1.png"]) == ["image1.png (1)", "a.png", "image1.png (2)"]
+    table = pd.DataFrame({"Image": ["x (1)", "x (2)"], "Probability of abnormal": [0.6, 0.1], "Flagged": [True, False]})
+    assert tables.study_note(table, 0.35, 0.5).startswith("x (1) (0.60) is above the threshold (0.50) on its own")
+    assert tables.study_note(table, 0.55, 0.5) is None  # an Abnormal study needs no explaining

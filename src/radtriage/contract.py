@@ -9,7 +9,9 @@ the dashboard:
 - the flag rule, ``p >= threshold`` (:func:`flags`, :func:`flagged`, :func:`default_class`);
 - the study rule, the mean of the study's image probabilities (:func:`study_mean`,
   :func:`study_means`), as in the MURA paper;
-- when a heatmap shows nothing (:func:`heatmap_is_degenerate`);
+- when a heatmap shows nothing (:func:`heatmap_is_degenerate`), which class a heatmap explains and
+  whether it is drawn at all (:func:`heatmap_class`, :func:`heatmap_note`), for the dashboard, its
+  report and any overlay image;
 - when a training label counts as a positive, and so where a model's knowledge of a class comes
   from (:func:`class_provenance`).
 
@@ -151,6 +153,70 @@ def heatmap_is_degenerate(heatmap: np.ndarray | None) -> bool:
     if h.size == 0 or not np.all(np.isfinite(h)):
         return True
     return bool(h.max() - h.min() < DEGENERATE_EPS)
+
+
+def heatmap_class(classes: Sequence[str], probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float],
+                  flaggable: np.ndarray | Sequence[bool] | None = None, requested: int | None = None) -> int | None:
+    """The class a heatmap explains, or None when there is nothing to explain.
+
+    A heatmap explains a flag: Grad-CAM normalises every map to [0, 1], so a class at p = 0.00 gets
+    as vivid a map as a flagged one, and drawing it would suggest evidence the model did not find.
+    The rule: the most probable flagged class (:func:`flags`); a ``requested`` class only when it is
+    flagged itself; None when no class (or not the requested one) is flagged.
+
+    Args:
+        classes: the C class names in output order.
+        probabilities: (C,) calibrated probabilities of one image (a study's images each have their own).
+        thresholds: (C,) operating thresholds.
+        flaggable: (C,) bool, as in :func:`flags`.
+        requested: a class index chosen by the user, or None for the default.
+
+    Returns:
+        The class index in [0, C), or None.
+
+    Raises:
+        ValueError: ``classes`` and ``probabilities`` differ in length.
+    """
+    p = np.asarray(probabilities, np.float64).reshape(-1)
+    if len(p) != len(classes):
+        raise ValueError(f"{len(p)} probabilities for {len(classes)} classes")
+    on = flags(p, thresholds, flaggable)
+    if requested is not None:
+        return int(requested) if on[int(requested)] else None
+    return int(np.argmax(np.where(on, p, -1.0))) if on.any() else None
+
+
+def heatmap_note(classes: Sequence[str], probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float],
+                 flaggable: np.ndarray | Sequence[bool] | None = None, requested: int | None = None,
+                 heatmap: np.ndarray | None = None) -> str | None:
+    """Why no heatmap is drawn, in one plain sentence, or None when it is drawn (:func:`heatmap_class`).
+
+    Args:
+        classes, probabilities, thresholds, flaggable, requested: as in :func:`heatmap_class`.
+        heatmap: the map computed for the class :func:`heatmap_class` chose (None: not computed).
+
+    Returns:
+        None when the chosen class's heatmap localises something, else the sentence to show instead.
+    """
+    index = heatmap_class(classes, probabilities, thresholds, flaggable, requested)
+    p, t = np.asarray(probabilities, np.float64).reshape(-1), np.asarray(thresholds, np.float64).reshape(-1)
+    may = np.ones(len(p), bool) if flaggable is None else np.asarray(flaggable, bool)
+    if index is None and requested is not None:
+        name = classes[requested]
+        if not may[requested]:
+            return (f"No heatmap for {name}: the model is not reliable for this class and never flags it, "
+                    "so there is nothing to explain.")
+        return (f"No heatmap for {name}: its probability ({p[requested]:.2f}) is below its threshold "
+                f"({t[requested]:.2f}), so there is no finding to explain.")
+    if index is None:
+        if len(classes) == 1:
+            return (f"No heatmap: the probability of {classes[0]} ({p[0]:.2f}) is below its threshold "
+                    f"({t[0]:.2f}), so there is no finding to explain.")
+        return "No heatmap: no finding is flagged, so there is nothing to explain."
+    if heatmap_is_degenerate(heatmap):
+        return (f"{classes[index]} is flagged, but its heatmap is flat: no region of the image raised the score "
+                "more than another, so the model cannot point to where its evidence lies. Read the whole image.")
+    return None
 
 
 def positive_labels(y: np.ndarray) -> np.ndarray:

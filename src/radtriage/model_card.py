@@ -18,6 +18,7 @@ Metadata keys read (all optional except ``classes``; missing ones are reported a
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,25 @@ from typing import Any
 from radtriage.labels import PROVENANCE_NONE, PROVENANCE_SYNTHETIC
 
 INTENDED_USE = (
-    "A second reader for research, not a medical device. It must not be used to diagnose, "
-    "triage or treat patients; every output needs review by a qualified reader."
+    "A research second reader, not a medical device. It may help order or double-check a worklist of "
+    "radiographs for research, but it is never the sole basis of a clinical decision: every output needs "
+    "review by a qualified reader."
 )
+# What a split's images are, by the source named in its recorded description (first match wins).
+SOURCE_PHRASES = (
+    ("phantom", "synthetic phantom images (not real radiographs)"),
+    ("nih", "NIH chest x-rays"),
+    ("vinbigdata", "VinBigData chest x-rays"),
+    ("kermany", "Kermany paediatric chest x-rays"),
+    ("fracatlas", "FracAtlas upper-limb x-rays"),
+    ("mura", "MURA upper-limb x-rays"),
+)
+# What a source's labels say, added where the training data is named (a clinician reads "abnormal" by it).
+LABEL_NOTES = (("fracatlas", " (labelled normal or fractured)"), ("nih", " (labels mined from their reports)"))
+# runs.sources.describe_split: "<source> <role>: <how it was drawn>; <n> images of <p> patients"
+SPLIT_PATTERN = re.compile(r"(?P<source>[^;:]*?)\s*\b(?P<role>train|validation|test|evaluation|hold-out)?: "
+                           r"(?P<how>[^;]*); (?P<n>\d+) images of (?P<patients>\d+) patients")
+TRAINING_PATTERN = re.compile(r"^(?P<source>[^:]+): (?P<n>[\d,]+) training images")
 NA = "n/a"
 CARD_FILE = "MODEL_CARD.md"  # the card's name in a model folder
 SERVING_HEADING = "## Serving"
@@ -72,6 +89,58 @@ def _metric_sets(metrics: Any) -> list[tuple[str, dict[str, Any]]]:
     return [(str(role), dict(m)) for role, m in metrics.items() if isinstance(m, Mapping)]
 
 
+def source_phrase(source: str) -> str:
+    """What a dataset's images are, in plain words, e.g. "NIH ChestX-ray14 sample" -> "NIH chest x-rays"."""
+    low = source.lower()
+    return next((phrase for key, phrase in SOURCE_PHRASES if key in low), f"images of {source}" if source else "images")
+
+
+def is_synthetic_split(split: str | None) -> bool:
+    """True when a recorded split (or training data) description names synthetic phantoms."""
+    return bool(split) and any(word in split.lower() for word in ("phantom", "synthetic"))
+
+
+def plain_split(split: str) -> str:
+    """A recorded split named by what it is made of, e.g. "143 NIH chest x-rays of 143 patients, never
+    used to train the model"; an unrecognised description is returned as recorded.
+
+    Args:
+        split: the ``split`` a metrics dict states (:func:`radtriage.runs.sources.describe_split`'s form).
+    """
+    match = SPLIT_PATTERN.search(split)
+    if not match:
+        return split
+    how = match["how"]
+    use = ("never used to train or tune the model" if "tuned on" in how else
+           "never used to train the model" if "never trained on" in how else "")
+    text = f"{match['n']} {source_phrase(match['source'].strip())} of {match['patients']} patients"
+    return f"{text}, {use}" if use else text
+
+
+def plain_training(data: Any) -> str | None:
+    """The training data in plain words, e.g. "357 NIH chest x-rays", from ``training.data``."""
+    items = data if isinstance(data, (list, tuple)) else [data] if data else []
+    parts = []
+    for item in items:
+        match = TRAINING_PATTERN.match(str(item))
+        note = next((n for key, n in LABEL_NOTES if match and key in match["source"].lower()), "")
+        parts.append(f"{match['n']} {source_phrase(match['source'])}{note}" if match else str(item))
+    return " and ".join(parts) or None
+
+
+def split_remark(split: str) -> str:
+    """What a recorded split description says after its counts, e.g. " (also used for thresholds...)"."""
+    match = SPLIT_PATTERN.search(split)
+    return split[match.end():] if match else ""
+
+
+def _drawn(split: str) -> str:
+    """How a split was drawn, without the internal module that draws it."""
+    match = SPLIT_PATTERN.search(split)
+    how = match["how"] if match else split
+    return re.sub(r"\s+of radtriage(\.\w+)+", "", how)
+
+
 def _identity(meta: Mapping[str, Any]) -> list[str]:
     name = meta.get("name", "unnamed model")
     lines = [f"# Model card: {name}", ""]
@@ -91,12 +160,19 @@ def _data(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> li
         lines += ["- **Training data**:"] + [f"  - {d}" for d in data]
     else:
         lines.append(f"- **Training data**: {data or 'not recorded'}")
-    lines.append(f"- **Splits**: {training.get('splits', 'not recorded')}")
+    splits = str(training.get("splits") or "")
+    parts = [(m["role"] or "split", m.group(0)) for m in SPLIT_PATTERN.finditer(splits)]
+    if parts:
+        lines += ["- **Splits**:"] + [f"  - {role.capitalize()}: {plain_split(text)} ({_drawn(text)})"
+                                      for role, text in parts]
+    else:
+        lines.append(f"- **Splits**: {splits or 'not recorded'}")
     for key, value in training.items():
         if key not in ("data", "splits", "phantom_only"):
             lines.append(f"- **{key.replace('_', ' ').capitalize()}**: {value}")
     for role, m in sets:
-        lines.append(f"- **Metrics split ({role})**: {m.get('split', 'not stated')}")
+        split = str(m.get("split", "not stated"))
+        lines.append(f"- **Metrics measured on ({role})**: {plain_split(split)}{split_remark(split)}")
     preprocess = meta.get("preprocess")
     if preprocess:
         lines.append("- **Preprocessing**: " + ", ".join(f"{k}={v}" for k, v in preprocess.items()))
@@ -133,7 +209,10 @@ def _performance(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]
     header = ["Class", "Provenance", "n", "Prevalence", "AUROC [95% CI]", "AP [95% CI]",
               "Threshold", "Sensitivity [95% CI]", "Specificity [95% CI]", "Note"]
     for role, m in sets:
-        lines += [f"### {role.capitalize()}: {m.get('split', 'split not stated')}", ""]
+        split = m.get("split")
+        lines += [f"### {role.capitalize()}: {plain_split(split) + split_remark(split) if split else 'split not stated'}", ""]
+        if is_synthetic_split(split):
+            lines += ["These are synthetic phantom images: the figures below say nothing about real radiographs.", ""]
         if "per_class" in m:
             n_images = m.get("n_images")
             if n_images is not None:

@@ -214,8 +214,12 @@ def body_part_warnings(decoded: Sequence[engine.Decoded], task: tasks.Task) -> l
     return out
 
 
-def choose_study_type(decoded: Sequence[engine.Decoded], example: Example | None) -> str:
-    """The MURA study type: from the example, else BodyPartExamined when all files agree, else asked."""
+def choose_study_type(decoded: Sequence[engine.Decoded], example: Example | None) -> str | None:
+    """The MURA study type: from the example, else BodyPartExamined when all files agree, else asked.
+
+    Without a body part it is None ("not given") until the user picks one: a guessed default would
+    be written into the verdict, the CSV and the report as if it had been read from the images.
+    """
     if example is not None and example.study_type in labels.MURA_STUDY_TYPES:
         st.sidebar.caption(f"Study type: {example.study_type} (from the example).")
         return example.study_type
@@ -224,7 +228,9 @@ def choose_study_type(decoded: Sequence[engine.Decoded], example: Example | None
         study_type = found.pop()
         st.sidebar.caption(f"Study type: {study_type} (from DICOM BodyPartExamined).")
         return study_type
-    return st.sidebar.selectbox("Study type (no DICOM body part found)", labels.MURA_STUDY_TYPES, key="study_type")
+    return st.sidebar.selectbox("Study type (no DICOM body part found)", [None, *labels.MURA_STUDY_TYPES],
+                                format_func=lambda t: "not given" if t is None else t, key="study_type",
+                                help="Recorded with the result only; the model reads the pixels, not the study type.")
 
 
 def example_of(items: Sequence[Item]) -> Example | None:

@@ -9,6 +9,7 @@ made it (flags included: the page never re-applies a threshold).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from radtriage.artifact import ModelMetadata
-from radtriage.labels import PROVENANCE_NONE, PROVENANCE_REAL, PROVENANCE_SYNTHETIC
+from radtriage.labels import ANY_FINDING, PROVENANCE_NONE, PROVENANCE_REAL, PROVENANCE_SYNTHETIC
+from radtriage.model_card import is_synthetic_split, plain_split, plain_training
 from radtriage.predictor import Prediction
 
 
@@ -36,6 +38,10 @@ class ModelFacts:
         auroc: per class validation AUROC in [0, 1], or None where not measured.
         auroc_ci: per class (low, high) 95% interval, or None.
         split: the held-out split the metrics were measured on, or None.
+        headline: one plain sentence for a clinician: what the model learnt from and how well it tells
+            abnormal from normal on real held-out images (or that it was never tested on them).
+        details: the technical statement behind it (recipe, splits as recorded, threshold rule,
+            calibration), one line each, shown one click away.
     """
 
     name: str
@@ -47,6 +53,8 @@ class ModelFacts:
     auroc: tuple[float | None, ...]
     auroc_ci: tuple[tuple[float, float] | None, ...]
     split: str | None
+    headline: str = ""
+    details: tuple[str, ...] = ()
 
 
 def _finite(value: Any) -> float | None:
@@ -91,7 +99,7 @@ def model_facts(metadata: ModelMetadata) -> ModelFacts:
     split = metrics.get("split")
     if split is not None and metrics.get("study_level"):
         split = f"{split} (study level)"
-    return ModelFacts(
+    facts = ModelFacts(
         name=metadata.name,
         task=metadata.task,
         classes=classes,
@@ -102,6 +110,76 @@ def model_facts(metadata: ModelMetadata) -> ModelFacts:
         auroc_ci=tuple(c for _, c in entries),
         split=None if split is None else str(split),
     )
+    return dataclasses.replace(facts, headline=headline(metadata, facts), details=details(metadata, facts))
+
+
+def _quoted_set(metrics: Any) -> dict[str, Any]:
+    """The metrics a headline quotes: the test set (never tuned on) when there is one, else :func:`metric_set`."""
+    if isinstance(metrics, Mapping) and "split" not in metrics and isinstance(metrics.get("test"), Mapping):
+        return dict(metrics["test"])
+    return metric_set(metrics)
+
+
+def headline(metadata: ModelMetadata, facts: ModelFacts) -> str:
+    """One plain sentence: what the model learnt from and how well it tells abnormal from normal on
+    real images it never trained on, or that it was never tested on real images.
+
+    The normal/abnormal figure is the AUROC of the class that says "abnormal" (``Any finding`` for
+    the chest, the one class of a MURA model), on the test set if there is one, else validation.
+    """
+    training = metadata.training_data or {}
+    if training.get("phantom_only") or only_synthetic(facts):
+        return ("Learnt from synthetic phantom images only and never tested on real radiographs: "
+                "its outputs are a demonstration, not evidence.")
+    learnt = f"Learnt from {plain_training(training.get('data')) or 'real labelled radiographs'}"
+    quoted = _quoted_set(metadata.metrics)
+    split = quoted.get("split")
+    overall = ANY_FINDING if ANY_FINDING in facts.classes else facts.classes[0] if len(facts.classes) == 1 else None
+    if split and is_synthetic_split(str(split)):
+        return f"{learnt}; it has never been tested on real images, only on synthetic phantoms."
+    if overall is None:  # no normal/abnormal output: the macro AUROC over its findings
+        return _macro_headline(learnt, quoted, facts)
+    auroc, ci = _class_aurocs(quoted, [overall])[0] if split else (None, None)
+    if auroc is None:
+        return f"{learnt}; it has not been tested on real images it never trained on."
+    interval = f", 95 % CI {ci[0]:.2f}–{ci[1]:.2f}" if ci else ""
+    return (f"{learnt}; on {plain_split(str(split))}, it ranks a random abnormal image above a random normal "
+            f"one {auroc:.0%} of the time (AUROC {auroc:.2f}{interval}; 0.5 is chance, 1 is perfect).")
+
+
+def _macro_headline(learnt: str, quoted: Mapping[str, Any], facts: ModelFacts) -> str:
+    """:func:`headline` of a model without a normal/abnormal output: its macro AUROC over its findings
+    (as recorded, else the mean of the per-class AUROCs recorded)."""
+    aurocs = [a for a, _ in _class_aurocs(quoted, facts.classes) if a is not None]
+    macro = _finite((quoted.get("macro_auroc") or {}).get("auroc")) or (float(np.mean(aurocs)) if aurocs else None)
+    if macro is None:
+        return f"{learnt}; it has not been tested on real images it never trained on."
+    return (f"{learnt}; on {plain_split(str(quoted.get('split')))}, it tells images with a finding from images "
+            f"without it with a mean AUROC of {macro:.2f} over {len(aurocs)} findings (0.5 is chance, 1 is perfect).")
+
+
+def details(metadata: ModelMetadata, facts: ModelFacts) -> tuple[str, ...]:
+    """The technical detail behind :func:`headline`, one line each (recipe names and jargon allowed)."""
+    training = metadata.training_data or {}
+    lines = [model_statement(facts)]
+    if architecture := (metadata.train_config or {}).get("architecture"):
+        lines.append(f"Recipe / architecture: {architecture}.")
+    if statement := training.get("data_statement"):
+        lines.append(f"Training data: {statement}")
+    metrics = metadata.metrics or {}
+    for role, m in ({"evaluation": metrics} if "split" in metrics else metrics).items():
+        if not isinstance(m, Mapping):
+            continue
+        lines.append(f"{str(role).capitalize()} split, as recorded: {m.get('split')}.")
+        if rule := (m.get("thresholds") or {}).get("rule"):
+            lines.append(f"{str(role).capitalize()} thresholds: {rule}.")
+        if cal := m.get("calibration"):
+            lines.append(f"{str(role).capitalize()} calibration: expected calibration error (ECE) "
+                         f"{cal.get('ece_before', float('nan')):.3f} before temperature scaling, "
+                         f"{cal.get('ece_after', float('nan')):.3f} after.")
+    if rule := training.get("flag_rule"):
+        lines.append(f"Flag rule: {rule}.")
+    return tuple(lines)
 
 
 def _auroc_text(auroc: float | None, ci: tuple[float, float] | None) -> str:
@@ -183,3 +261,32 @@ def study_table(names: Sequence[str], predictions: Sequence[Prediction]) -> pd.D
     return pd.DataFrame({"Image": list(names),
                          "Probability of abnormal": [float(p.vector()[0]) for p in predictions],
                          "Flagged": [bool(next(iter(p.flags.values()))) for p in predictions]})
+
+
+def unique_names(names: Sequence[str]) -> list[str]:
+    """File names made distinct in upload order: MURA names every file ``image1.png``, so repeated
+    names get their rank among the same name, e.g. ["image1.png (1)", "image1.png (2)", "a.png"]."""
+    counts = {n: list(names).count(n) for n in names}
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        seen[n] = seen.get(n, 0) + 1
+        out.append(f"{n} ({seen[n]})" if counts[n] > 1 else n)
+    return out
+
+
+def study_note(table: pd.DataFrame, mean: float, threshold: float) -> str | None:
+    """Why an image flagged on its own sits in a study called Normal, in one sentence (else None).
+
+    Args:
+        table: :func:`study_table` of the study (Image, Probability of abnormal, Flagged).
+        mean: the study's probability, the mean of its images' (the verdict's basis).
+        threshold: the operating threshold.
+    """
+    if mean >= threshold or not table["Flagged"].any():
+        return None
+    rows = table[table["Flagged"]]
+    above = [f"{name} ({p:.2f})" for name, p in zip(rows["Image"], rows["Probability of abnormal"])]
+    return (f"{', '.join(above)} {'is' if len(above) == 1 else 'are'} above the threshold ({threshold:.2f}) on "
+            f"{'its' if len(above) == 1 else 'their'} own, but the study is called Normal because its verdict is the "
+            f"mean of its {len(table)} images' probabilities ({mean:.2f}), which is below the threshold.")

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from radtriage import contract, labels, locations
+from radtriage import contract, labels, locations, model_card
 from radtriage.dashboard import engine, imaging, report, settings, tables
 from radtriage.dashboard.inputs import Example
 
@@ -48,15 +48,17 @@ def model_missing(message: str) -> None:
 
 # --- what the model knows -------------------------------------------------------------------
 def model_statement(model: engine.Model) -> None:
-    """The model's own statement of what it knows, with its model card one click away."""
+    """The model's plain one-sentence statement of what it knows, with the technical detail and the
+    model card one click away."""
     facts = model.facts
-    text = tables.model_statement(facts)
     col_text, col_card = st.columns([5, 1], vertical_alignment="center")
     with col_text:
         if tables.only_synthetic(facts):
-            st.warning(f"**Not validated on real radiographs.** {text}", icon=":material/science:")
+            st.warning(f"**Not validated on real radiographs.** {facts.headline}", icon=":material/science:")
         else:
-            st.info(text, icon=":material/info:")
+            st.info(facts.headline, icon=":material/info:")
+        with st.expander("Technical detail: data, splits, thresholds, calibration"):
+            st.markdown("\n".join(f"- {line}" for line in facts.details))
     with col_card, st.popover("Model card", width="stretch"):
         if model.card:
             st.markdown(model.card)
@@ -136,7 +138,9 @@ def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Exam
             "Probability": st.column_config.ProgressColumn("Probability", min_value=0.0, max_value=1.0, format="%.3f"),
             "Threshold": st.column_config.NumberColumn("Threshold", format="%.3f"),
             "Validation AUROC (95% CI)": st.column_config.TextColumn(
-                f"Validation AUROC (95% CI){' on ' + model.facts.split if model.facts.split else ''}"),
+                "Validation AUROC (95% CI)", help="How well the model separates images with and without "
+                f"the finding (0.5 = chance, 1 = perfect), measured on {model_card.plain_split(model.facts.split)}."
+                if model.facts.split else "Not measured."),
         },
     )
     dicom_panel(decoded)
@@ -146,53 +150,101 @@ def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Exam
 @st.fragment
 def gradcam_panel(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, table: pd.DataFrame,
                   summary: str, example: Example | None) -> None:
-    """Class selector + opacity slider + overlay; a fragment, so these widgets rerun only this panel."""
+    """Class selector + opacity slider + overlay; a fragment, so these widgets rerun only this panel.
+
+    Only flagged classes can be explained (:func:`radtriage.contract.heatmap_class`): a heatmap shows
+    where the evidence for a flag lies, and Grad-CAM would draw an equally vivid map for p = 0.00.
+    """
     st.subheader("Grad-CAM")
     classes = list(model.facts.classes)
-    ordered = table["Finding"].tolist()
-    default = ordered.index(classes[exam.default_class])
-    name = st.selectbox("Explain class", ordered, index=default, key=f"cam_class_{decoded.digest}",
-                        help="Default: the most probable flagged finding (else the most probable).")
-    opacity = st.slider("Heatmap opacity", 0.0, 1.0, settings.DEFAULT_OPACITY, 0.05, key=f"opacity_{decoded.digest}")
-    class_index = classes.index(name)
-    overlay = overlay_image(model, decoded, exam, class_index, opacity)
-    caption = f"Grad-CAM: {name} (p = {exam.probs[class_index]:.2f}) — {decoded.name}"
+    flagged = table.loc[table["Flagged"], "Finding"].tolist()  # most probable first
+    requested = None
+    if flagged:
+        name = st.selectbox("Explain class", flagged, index=0, key=f"cam_class_{decoded.digest}",
+                            help="Only flagged findings have a heatmap: it shows where the evidence for a flag "
+                                 "lies. Default: the most probable flagged finding.")
+        requested = classes.index(name)
+        opacity = st.slider("Heatmap opacity", 0.0, 1.0, settings.DEFAULT_OPACITY, 0.05,
+                            key=f"opacity_{decoded.digest}")
+    else:
+        opacity = settings.DEFAULT_OPACITY
+    index, overlay, note = explained(model, decoded, exam, opacity, requested)
     if overlay is None:
         st.image(decoded.display, caption=decoded.name, width="stretch")
-        st.info(f"No localisation for {name}: the heatmap is flat (constant or not finite), so none is drawn.")
+        st.info(note, icon=":material/blur_off:")
     else:
-        st.image(overlay, caption=caption, width="stretch", output_format="JPEG")
-    panel = report.ImagePanel(decoded.name, decoded.display, overlay, caption)
-    facts = {"Model": model.facts.name, "File": decoded.name}
+        st.image(overlay, caption=f"Grad-CAM: {classes[index]} (p = {exam.probs[index]:.2f}) — {decoded.name}",
+                 width="stretch", output_format="JPEG")
+    report_download(lambda: chest_report(model, decoded, exam, table, summary, example),
+                    key=f"report_{decoded.digest}", names=[decoded.name])
+
+
+def explained(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, opacity: float,
+              requested: int | None = None) -> tuple[int | None, np.ndarray | None, str | None]:
+    """The contract's heatmap decision for one image, drawn.
+
+    Returns:
+        (class explained or None, uint8 RGB overlay at display size or None, the sentence shown
+        instead of the overlay or None).
+    """
+    facts = model.facts
+    index = contract.heatmap_class(facts.classes, exam.probs, facts.thresholds, facts.flaggable, requested)
+    heat = None
+    if index is not None:
+        heat, degenerate = engine.heatmap(model, decoded, exam, index)
+        heat = None if degenerate else heat
+    note = contract.heatmap_note(facts.classes, exam.probs, facts.thresholds, facts.flaggable, requested, heat)
+    if note is not None:
+        return index, None, note
+    heat_display, heat_rgb = engine.display_heatmap(model, decoded, index, heat)
+    return index, imaging.blend(decoded.display, heat_rgb, heat_display, opacity), None
+
+
+def report_panel(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination,
+                 name: str | None = None) -> report.ImagePanel:
+    """An image of a report with the heatmap of its default class (never the one selected on screen)."""
+    index, overlay, note = explained(model, decoded, exam, settings.DEFAULT_OPACITY)
+    caption = "No heatmap" if index is None else (
+        f"Heatmap: {model.facts.classes[index]} (p = {exam.probs[index]:.2f} ≥ {model.facts.thresholds[index]:.2f})")
+    return report.ImagePanel(name or decoded.name, decoded.display, overlay, caption, note)
+
+
+def chest_report(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, table: pd.DataFrame,
+                 summary: str, example: Example | None) -> report.Report:
+    """The one-page report of a chest image: its heatmap explains the most probable flagged finding."""
+    panel = report_panel(model, decoded, exam)
+    facts = {"Model": model.facts.name, "File": decoded.name, "Heatmap": heatmap_fact(panel)}
+    apart = table[~table["Reliable"]]
+    if not apart.empty:
+        facts["Not reliable, never flagged (not charted)"] = "; ".join(
+            f"{r.Finding} {r.Probability:.2f}" for r in apart.itertuples()) + "."
     if example is not None:
         facts["Ground truth"] = example.truth_text()
-    report_download(
-        lambda: report.Report("Chest radiograph — research triage report", [panel], table, summary,
-                              tables.model_statement(model.facts), facts),
-        key=f"report_{decoded.digest}_{class_index}", names=[decoded.name],
-    )
+    return report.Report("Chest radiograph — research triage report", [panel],
+                         table[table["Reliable"]].reset_index(drop=True), summary, model.facts.headline, facts)
 
 
-def overlay_image(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, class_index: int,
-                  opacity: float) -> np.ndarray | None:
-    """The blended Grad-CAM overlay (uint8 RGB at display size), or None for a degenerate map."""
-    heat, degenerate = engine.heatmap(model, decoded, exam, class_index)
-    if degenerate or contract.heatmap_is_degenerate(heat):
-        return None
-    heat_display, heat_rgb = engine.display_heatmap(model, decoded, class_index, heat)
-    return imaging.blend(decoded.display, heat_rgb, heat_display, opacity)
+def heatmap_fact(panel: report.ImagePanel) -> str:
+    """The report's line saying which class its heatmap explains, or why there is none."""
+    if panel.note is None:
+        return f"explains {panel.caption.removeprefix('Heatmap: ')}, the most probable flagged finding."
+    return "none — " + panel.note.removeprefix("No heatmap: ")
 
 
 # --- MURA -----------------------------------------------------------------------------------
 def study_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: Sequence[engine.Examination],
-                study_type: str, example: Example | None) -> None:
-    """A study: verdict from the mean of its images, per-image probabilities and heatmaps."""
+                 study_type: str | None, example: Example | None) -> None:
+    """A study: verdict from the mean of its images, per-image probabilities and heatmaps.
+
+    ``study_type`` None (no DICOM body part, none chosen) is shown as "not given", never guessed.
+    """
     facts = model.facts
     threshold = facts.thresholds[0]
     study = engine.study_prediction(model, list(exams))
     probability, abnormal = study.top_probability, study.flags[study.top_class]
     verdict = "Abnormal" if abnormal else "Normal"
-    summary = (f"Study verdict ({study_type}, {len(exams)} image{'s' if len(exams) > 1 else ''}): {verdict} — "
+    shown_type = study_type or "study type not given"
+    summary = (f"Study verdict ({shown_type}, {len(exams)} image{'s' if len(exams) > 1 else ''}): {verdict} — "
                f"mean probability of abnormal {probability:.2f} against the operating threshold {threshold:.2f}.")
     st.subheader("Study")
     (st.error if verdict == "Abnormal" else st.success)(
@@ -200,18 +252,18 @@ def study_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: 
     if example is not None:
         st.info(example.truth_text(), icon=":material/target:")
     model_statement(model)
-    table = tables.study_table([d.name for d in decoded], [e.prediction for e in exams])
+    names = tables.unique_names([d.name for d in decoded])  # MURA names every file image1.png
+    table = tables.study_table(names, [e.prediction for e in exams])
+    if note := tables.study_note(table, probability, threshold):
+        st.info(note, icon=":material/functions:")
     opacity = st.slider("Heatmap opacity", 0.0, 1.0, settings.DEFAULT_OPACITY, 0.05, key="mura_opacity")
-    panels = []
-    for col, d, e in zip(st.columns(min(len(decoded), 4) or 1) * 3, decoded, exams):
+    for col, d, e, name in zip(st.columns(min(len(decoded), 4) or 1) * 3, decoded, exams, names):
         with col:
-            overlay = overlay_image(model, d, e, 0, opacity)
-            caption = f"{d.name}: p(abnormal) = {e.probs[0]:.2f}"
-            st.image(d.display if overlay is None else overlay, caption=caption, width="stretch",
-                     output_format="JPEG")
-            if overlay is None:
-                st.caption("No localisation: flat heatmap.")
-            panels.append(report.ImagePanel(d.name, d.display, overlay, f"Grad-CAM: {d.name}"))
+            _, overlay, why = explained(model, d, e, opacity)
+            st.image(d.display if overlay is None else overlay, caption=f"{name}: p(abnormal) = {e.probs[0]:.2f}",
+                     width="stretch", output_format="JPEG")
+            if why:
+                st.caption(why)
     st.dataframe(
         table,
         hide_index=True,
@@ -219,27 +271,42 @@ def study_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: 
         column_config={"Probability of abnormal": st.column_config.ProgressColumn(
             "Probability of abnormal", min_value=0.0, max_value=1.0, format="%.3f")},
     )
-    for d in decoded:
-        dicom_panel(d)
+    for d, name in zip(decoded, names):
+        dicom_panel(d, name)
     key = engine.digest_of("".join(d.digest for d in decoded).encode())[:16]
-    extra = {"study_type": study_type, "study_probability": probability, "study_verdict": verdict,
+    extra = {"study_type": study_type or "not given", "study_probability": probability, "study_verdict": verdict,
              "threshold": threshold}
     data_downloads(model, list(decoded), table, summary, example, key=key, extra=extra)
-    facts_lines = {"Model": facts.name, "Study type": study_type}
+    report_download(lambda: study_report(model, decoded, exams, names, table, summary, study_type, example),
+                    key=f"report_{key}", names=[d.name for d in decoded])
+
+
+def study_report(model: engine.Model, decoded: Sequence[engine.Decoded], exams: Sequence[engine.Examination],
+                 names: Sequence[str], table: pd.DataFrame, summary: str, study_type: str | None,
+                 example: Example | None) -> report.Report:
+    """The one-page report of a study: each image's own heatmap, and the study mean against the threshold."""
+    probability = float(np.mean([e.probs[0] for e in exams]))
+    threshold = model.facts.thresholds[0]
+    bars = pd.concat([table, pd.DataFrame({"Image": [f"Study (mean of {len(exams)})"],
+                                           "Probability of abnormal": [probability],
+                                           "Flagged": [probability >= threshold]})], ignore_index=True)
+    facts = {"Model": model.facts.name, "Study type": study_type or "not given",
+             "Heatmaps": "each image's own, drawn only where that image is above the threshold."}
+    if note := tables.study_note(table, probability, threshold):
+        facts["Why Normal"] = note
     if example is not None:
-        facts_lines["Ground truth"] = example.truth_text()
-    report_download(
-        lambda: report.Report("Upper-limb study — research triage report", panels, table, summary,
-                              tables.model_statement(facts), facts_lines),
-        key=f"report_{key}", names=[d.name for d in decoded],
-    )
+        facts["Ground truth"] = example.truth_text()
+    panels = [report_panel(model, d, e, name) for d, e, name in zip(decoded, exams, names)]
+    return report.Report("Upper-limb study — research triage report", panels, bars, summary,
+                         model.facts.headline, facts, threshold=threshold)
 
 
 # --- DICOM tags and downloads ---------------------------------------------------------------
-def dicom_panel(decoded: engine.Decoded) -> None:
-    """The safe metadata (no patient, institution or physician field is ever read)."""
+def dicom_panel(decoded: engine.Decoded, label: str | None = None) -> None:
+    """The safe metadata (no patient, institution or physician field is ever read); ``label`` names
+    the image where file names repeat (:func:`tables.unique_names`)."""
     meta = {k: v for k, v in decoded.metadata.as_dict().items() if v is not None}
-    with st.expander(f"Image information — {decoded.name} (safe tags only)"):
+    with st.expander(f"Image information — {label or decoded.name} (safe tags only)"):
         st.dataframe(pd.DataFrame({"Tag": list(meta), "Value": [str(v) for v in meta.values()]}),
                      hide_index=True, width="stretch")
         for note in decoded.radiograph.warnings:
@@ -256,7 +323,7 @@ def data_downloads(model: engine.Model, decoded: Sequence[engine.Decoded], table
     context = {"model": model.facts.name, **(extra or {})} if extra else {"model": model.facts.name, "file": names[0]}
     payload = {
         "model": {"name": model.facts.name, "task": model.facts.task, "metrics_split": model.facts.split,
-                  "statement": tables.model_statement(model.facts)},
+                  "statement": model.facts.headline, "details": list(model.facts.details)},
         "summary": summary,
         "images": [{"file": d.name, "metadata": d.metadata.as_dict()} for d in decoded],
         "results": table,

@@ -98,6 +98,40 @@ def save_run(model: Any, model_dir: Path, task: str, name: str, train_config: An
     return metadata
 
 
+def rewrite_model_card(model_dir: str | Path) -> Path:
+    """Rewrite a model folder's MODEL_CARD.md from its ``metadata.json`` alone, without retraining.
+
+    For when the card writer changes: the card says what :func:`save_run` would have written for
+    the same metadata (the training summary, threshold rule, architecture and plots it records).
+    ``python -c "from radtriage.runs.saving import rewrite_model_card; rewrite_model_card('model/chest')"``
+
+    Args:
+        model_dir: a folder holding ``model.h5`` and ``metadata.json``.
+
+    Returns:
+        The card's path.
+    """
+    path = Path(model_dir) / CARD_FILE
+    path.write_text(model_card_text(model_dir), encoding="utf-8")
+    return path
+
+
+def model_card_text(model_dir: str | Path) -> str:
+    """The MODEL_CARD.md that :func:`rewrite_model_card` writes for a model folder (nothing written)."""
+    from radtriage.artifact import read_metadata
+    from radtriage.model_card import model_card_markdown
+
+    model_dir = Path(model_dir)
+    metadata = read_metadata(model_dir)
+    metrics = metadata.metrics or {}
+    roles = {"evaluation": metrics} if "split" in metrics else metrics
+    rule = next((str((m.get("thresholds") or {}).get("rule")) for m in roles.values()
+                 if (m.get("thresholds") or {}).get("rule")), "not recorded")
+    architecture = (metadata.train_config or {}).get("architecture", "not recorded")
+    card = card_metadata(metadata, metadata.training_data or {}, rule, architecture)
+    return model_card_markdown(card, card_plots(roles, model_dir), model_dir)
+
+
 def export_serving(model_dir: Path) -> Any:
     """Add the verified LiteRT export (the CLI's fast backend); a model that cannot be exported stays Keras-only."""
     from radtriage.artifact import ArtifactError, read_metadata
