@@ -64,3 +64,38 @@ def test_upload_dicom_shows_probabilities_and_heatmap(server: AppServer, tmp_pat
         else:  # a random-weight stand-in would make a misleading documentation picture
             print("docs/dashboard.png not written: model/ holds no shipped models yet")
     print(f"screenshot: {shot}")
+
+
+def test_plain_statement_detail_one_click_away_and_the_report_downloads(server: AppServer) -> None:
+    """The model statement is one plain sentence with its technical detail in a closed expander, and the
+    one-page report (drawn in Streamlit's deferred download thread, heatmap included) arrives as a PNG."""
+    import io
+
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 1500}, accept_downloads=True)
+        page.goto(server.url, wait_until="domcontentloaded")
+        page.get_by_text("Bundled examples").wait_for(timeout=60_000)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(DICOM))
+        page.get_by_text("Grad-CAM", exact=True).first.wait_for(timeout=120_000)
+        wait_until_idle(page)
+        statement = " ".join(page.locator('[data-testid="stAlertContentInfo"]').all_inner_texts())
+        assert "Learnt from" in statement and "ECE" not in statement and "Youden" not in statement
+        detail = page.locator('[data-testid="stExpander"]').filter(has_text="Technical detail")
+        assert detail.count() == 1
+        recorded = detail.get_by_text("split, as recorded", exact=False)
+        assert not recorded.first.is_visible()  # closed: one click away
+        detail.locator("summary").click()
+        recorded.first.wait_for(state="visible", timeout=10_000)
+        with page.expect_download(timeout=60_000) as info:
+            page.get_by_role("button", name="One-page report (PNG)").click()
+        download = info.value
+        assert download.suggested_filename.startswith("radtriage_chest_02_cardiomegaly_")
+        assert download.suggested_filename.endswith("_report.png")
+        data = Path(download.path()).read_bytes()
+        browser.close()
+    with Image.open(io.BytesIO(data)) as im:
+        assert im.format == "PNG" and im.size[1] > im.size[0] > 600
