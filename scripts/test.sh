@@ -14,5 +14,16 @@ if [ ! -x /usr/bin/chromium ] && [ "${RADTRIAGE_NO_CHROMIUM:-0}" != 1 ]; then
     echo "setup: /usr/bin/chromium is absent (not root or no apt-get); the browser test will be skipped" >&2
   fi
 fi
+# Debian's Orthanc PACS and its DICOMweb plugin for tests/test_pacs.py (the tests start their own server
+# on a free loopback port). Only as root with apt-get; elsewhere the PACS tests skip and say why.
+if [ ! -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so ] && [ "${RADTRIAGE_NO_ORTHANC:-0}" != 1 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing orthanc and orthanc-dicomweb (Debian packages) for the PACS tests"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null \
+      || echo "setup: orthanc could not be installed; the PACS tests will be skipped" >&2
+  else
+    echo "setup: Orthanc is absent (not root or no apt-get); the PACS tests will be skipped" >&2
+  fi
+fi
 export TF_CPP_MIN_LOG_LEVEL=2 PYTHONHASHSEED=0
 exec .venv/bin/python -m pytest "$@"

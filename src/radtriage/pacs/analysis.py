@@ -1,0 +1,264 @@
+"""The analysis of one study's radiographs: which model read each image, the verdicts, the overlay.
+
+:func:`analyse_study` is the one seam between the PACS job and the models. It reads each image with the
+model of its anatomy (:func:`_read_images`), then makes the verdicts by the task registry's unit:
+one per image for the chest model, one per study for the upper-limb model (the mean of the study's
+images, :func:`radtriage.contract.study_mean`), and the Grad-CAM overlay of the top flagged finding.
+
+Models run on the Keras backend: the overlay needs Grad-CAM's gradients, which only Keras has, and
+one loaded model then serves both. They are loaded once per process (:func:`predictor`).
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from radtriage import contract, labels, locations, radiograph, tasks
+from radtriage.artifact import ArtifactError
+from radtriage.predictor import Prediction
+
+OVERLAY_MAX_SIDE = 1024  # pixels: the overlay is for viewing; a 3000-px RGB copy would weigh 27 MB
+
+
+@dataclass(frozen=True)
+class ImageRead:
+    """How one image was read (the fields of the anatomy gate's ``triage.ImageResult``).
+
+    Attributes:
+        name: display name ("image 2").
+        status: "ok" | "refused" | "error".
+        message: one sentence when ``status`` is not "ok", else "".
+        task: the task whose model read it, or None.
+        prediction: the image's prediction when read, else None.
+        warnings: one-sentence notes.
+        model_input: the (S, S, 1) model input, for Grad-CAM; None when not read.
+    """
+
+    name: str
+    status: str
+    message: str
+    task: str | None
+    prediction: Prediction | None
+    warnings: tuple[str, ...] = ()
+    model_input: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """One verdict: an image's (chest) or a study's (upper limb, mean of its images).
+
+    Attributes:
+        task: the task name.
+        images: indexes (into the study's instances) of the images it covers.
+        prediction: probabilities, flags and thresholds per class.
+    """
+
+    task: str
+    images: tuple[int, ...]
+    prediction: Prediction
+
+    @property
+    def unit(self) -> str:
+        """"image" or "study", as the task registry says."""
+        return tasks.get(self.task).unit
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """Which model made a verdict: what the findings SR records and the idempotence check compares."""
+
+    task: str
+    name: str
+    version: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Overlay:
+    """The Grad-CAM overlay of one class on one image: (H, W, 3) uint8 RGB over its pixels."""
+
+    image: int
+    class_name: str
+    probability: float
+    rgb: np.ndarray
+
+
+@dataclass(frozen=True)
+class StudyAnalysis:
+    """Everything written back for one study.
+
+    Attributes:
+        reads: one per instance given, in order.
+        verdicts: chest images one each; the upper-limb images of the study together.
+        models: the models behind the verdicts.
+        overlay: the overlay of the top flagged finding, or None.
+        overlay_note: one sentence: what the overlay shows, or why there is none.
+    """
+
+    reads: tuple[ImageRead, ...]
+    verdicts: tuple[Verdict, ...]
+    models: tuple[ModelIdentity, ...]
+    overlay: Overlay | None
+    overlay_note: str
+
+
+# ------------------------------------------------------------------------------------ models
+
+
+def _folder(task: str) -> Path:
+    return locations.model_dir() / tasks.get(task).model_folder
+
+
+@functools.lru_cache(maxsize=4)
+def _predictor_at(directory: str) -> Any:
+    from radtriage.inference import Predictor  # TensorFlow: only when a study is actually read
+
+    return Predictor.from_dir(directory)
+
+
+def predictor(task: str) -> Any:
+    """The Keras predictor of ``task``'s model under :func:`radtriage.locations.model_dir`, loaded once.
+
+    Raises:
+        ArtifactError: the model cannot be used (one sentence).
+    """
+    return _predictor_at(str(_folder(task)))
+
+
+def identity(task: str) -> ModelIdentity:
+    """The identity of ``task``'s model (loads it)."""
+    meta = predictor(task).metadata
+    version = f"radtriage {meta.code_version.get('package', '?')}, trained {meta.created or 'unknown'}"
+    return ModelIdentity(task, meta.name, version, meta.model_sha256)
+
+
+def current_identities() -> dict[str, str]:
+    """Task -> SHA-256 of the model this installation would use, read from metadata.json only."""
+    from radtriage.artifact import read_metadata
+
+    found = {}
+    for task in tasks.TASKS.values():
+        try:
+            found[task.name] = read_metadata(_folder(task.name)).model_sha256
+        except (ArtifactError, OSError):
+            continue  # a missing model reads nothing; its images get an error row
+    return found
+
+
+# ------------------------------------------------------------------------------------- reading
+
+
+def _read_one(name: str, data: bytes) -> ImageRead:
+    """Read one image with the model of the anatomy its DICOM header names."""
+    try:
+        rg = radiograph.load(data, name=name)
+    except radiograph.RadiographError as e:
+        return ImageRead(name, "error", str(e), None, None)
+    anatomy = labels.anatomy_from_body_part(rg.metadata.body_part_examined)
+    task = tasks.for_anatomy(anatomy)
+    if task is None:
+        return ImageRead(name, "refused", "Its body part is not one that a model here reads (chest or upper limb).",
+                         None, None, rg.warnings)
+    try:
+        model = predictor(task.name)
+    except ArtifactError as e:
+        return ImageRead(name, "error", f"The {task.name} model cannot be used: {e}", task.name, None, rg.warnings)
+    x = model.prepare_input(rg)
+    return ImageRead(name, "ok", "", task.name, model.predict(x), rg.warnings, x)
+
+
+def _read_images(sources: Sequence[tuple[str, bytes]]) -> list[ImageRead]:
+    """Read each image (the anatomy gate's place: it will choose the model from the pixels)."""
+    return [_read_one(name, data) for name, data in sources]
+
+
+def _verdicts(reads: Sequence[ImageRead]) -> list[Verdict]:
+    """Per-image verdicts for image-unit tasks; one study verdict per study-unit task."""
+    verdicts: list[Verdict] = []
+    by_task: dict[str, list[int]] = {}
+    for i, r in enumerate(reads):
+        if r.prediction is None or r.task is None:
+            continue
+        if tasks.get(r.task).unit == "image":
+            verdicts.append(Verdict(r.task, (i,), r.prediction))
+        else:
+            by_task.setdefault(r.task, []).append(i)
+    for task, rows in by_task.items():
+        probs = np.stack([reads[i].prediction.vector() for i in rows])  # type: ignore[union-attr]
+        verdicts.append(Verdict(task, tuple(rows), predictor(task).to_prediction(contract.study_mean(probs))))
+    return verdicts
+
+
+# ------------------------------------------------------------------------------------- overlay
+
+
+def _overlay_target(reads: Sequence[ImageRead], verdicts: Sequence[Verdict]) -> tuple[int, str, float] | None:
+    """(image, class, probability) to explain: the most probable flagged finding of any verdict (a summary
+    class such as "Any finding" only when nothing else is flagged), shown on the verdict's image where
+    its own probability of that class is highest; None when nothing is flagged."""
+    best: tuple[int, str, float] | None = None
+    for v in verdicts:
+        summary = tasks.get(v.task).extra_classes  # "Any finding" says nothing about where to look
+        flagged = [c for c in v.prediction.flagged if c not in summary] or v.prediction.flagged
+        for cls in flagged[:1]:
+            p = v.prediction.probabilities[cls]
+            if best is None or p > best[2]:
+                image = max(v.images, key=lambda i: reads[i].prediction.probabilities[cls])  # type: ignore[union-attr]
+                best = (image, cls, p)
+    return best
+
+
+def _overlay_rgb(data: bytes, task: str, model_input: np.ndarray, class_name: str) -> np.ndarray | None:
+    """Grad-CAM of ``class_name`` blended over the image's pixels, or None when the heatmap is degenerate."""
+    from radtriage.gradcam import heatmap_for_original, overlay
+
+    model = predictor(task)
+    explanation = model.predict_and_explain(model_input, class_name)
+    if explanation.degenerate or contract.heatmap_is_degenerate(explanation.heatmap):
+        return None
+    pixels = radiograph.load(data).pixels
+    scale = OVERLAY_MAX_SIDE / max(pixels.shape)
+    if scale < 1:  # shrink before blending: the heatmap is coarse anyway
+        from PIL import Image
+
+        size = (max(1, round(pixels.shape[1] * scale)), max(1, round(pixels.shape[0] * scale)))
+        pixels = np.asarray(Image.fromarray(pixels, mode="F").resize(size, Image.Resampling.BILINEAR), np.float32)
+    heat = heatmap_for_original(explanation.heatmap, pixels.shape, model.preprocess_config)
+    return overlay(np.clip(pixels, 0, 1), heat)
+
+
+def _overlay(sources: Sequence[tuple[str, bytes]], reads: Sequence[ImageRead],
+             verdicts: Sequence[Verdict]) -> tuple[Overlay | None, str]:
+    target = _overlay_target(reads, verdicts)
+    if target is None:
+        return None, "No overlay: no finding is flagged."
+    image, cls, p = target
+    read = reads[image]
+    rgb = _overlay_rgb(sources[image][1], read.task or "", read.model_input, cls)  # type: ignore[arg-type]
+    if rgb is None:
+        return None, f"No overlay: the Grad-CAM heatmap of {cls} on {read.name} is flat (it localises nothing)."
+    return Overlay(image, cls, p, rgb), f"The overlay shows the Grad-CAM heatmap of {cls} on {read.name}."
+
+
+def analyse_study(sources: Sequence[tuple[str, bytes]]) -> StudyAnalysis:
+    """Read a study's radiographs and make its verdicts and overlay.
+
+    Args:
+        sources: (display name, DICOM file bytes) of each image instance of the study.
+
+    Returns:
+        :class:`StudyAnalysis`; an image that could not be read has a read with status "refused" or
+        "error" and its sentence, and the others are still read.
+    """
+    reads = _read_images(sources)
+    verdicts = _verdicts(reads)
+    models = tuple(identity(t) for t in dict.fromkeys(v.task for v in verdicts))
+    overlay, note = _overlay(sources, reads, verdicts) if verdicts else (None, "No overlay: no image was read.")
+    return StudyAnalysis(tuple(reads), tuple(verdicts), models, overlay, note)
+
