@@ -198,19 +198,18 @@ def _verdicts(reads: Sequence[ImageRead]) -> list[Verdict]:
 # ------------------------------------------------------------------------------------- overlay
 
 
-def _overlay_target(reads: Sequence[ImageRead], verdicts: Sequence[Verdict]) -> tuple[int, str, float] | None:
-    """(image, class, probability) to explain: the most probable flagged finding of any verdict (a summary
-    class such as "Any finding" only when nothing else is flagged), shown on the verdict's image where
-    its own probability of that class is highest; None when nothing is flagged."""
+def _overlay_target(reads: Sequence[ImageRead]) -> tuple[int, str, float] | None:
+    """(image, class, probability) to explain: of each read image, the class its heatmap explains by the
+    contract's rule (:func:`radtriage.contract.heatmap_class`: its most probable flagged class), and of
+    those the most probable; None when no image has a flag (a heatmap explains a flag, nothing else)."""
     best: tuple[int, str, float] | None = None
-    for v in verdicts:
-        summary = tasks.get(v.task).extra_classes  # "Any finding" says nothing about where to look
-        flagged = [c for c in v.prediction.flagged if c not in summary] or v.prediction.flagged
-        for cls in flagged[:1]:
-            p = v.prediction.probabilities[cls]
-            if best is None or p > best[2]:
-                image = max(v.images, key=lambda i: reads[i].prediction.probabilities[cls])  # type: ignore[union-attr]
-                best = (image, cls, p)
+    for i, read in enumerate(reads):
+        if read.prediction is None or read.task is None:
+            continue
+        model = predictor(read.task)
+        k = contract.heatmap_class(model.classes, read.prediction.vector(), model.thresholds, model.flaggable)
+        if k is not None and (best is None or read.prediction.vector()[k] > best[2]):
+            best = (i, model.classes[k], float(read.prediction.vector()[k]))
     return best
 
 
@@ -235,9 +234,11 @@ def _overlay_rgb(data: bytes, task: str, model_input: np.ndarray, class_name: st
 
 def _overlay(sources: Sequence[tuple[str, bytes]], reads: Sequence[ImageRead],
              verdicts: Sequence[Verdict]) -> tuple[Overlay | None, str]:
-    target = _overlay_target(reads, verdicts)
+    target = _overlay_target(reads)
     if target is None:
-        return None, "No overlay: no finding is flagged."
+        flagged = any(v.prediction.flagged for v in verdicts)
+        return None, ("No overlay: the study is flagged but no single image is." if flagged
+                      else "No overlay: no finding is flagged.")
     image, cls, p = target
     read = reads[image]
     rgb = _overlay_rgb(sources[image][1], read.task or "", read.model_input, cls)  # type: ignore[arg-type]
