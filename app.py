@@ -13,7 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 import streamlit as st  # noqa: E402
 
 from radtriage import locations  # noqa: E402
-from radtriage.dashboard import engine, inputs, settings, views  # noqa: E402
+from radtriage.dashboard import checks, engine, inputs, settings, views  # noqa: E402
 
 st.set_page_config(page_title="radtriage", page_icon="🩻", layout="wide")
 views.header()
@@ -33,12 +33,15 @@ decoded = [x for x in loaded if isinstance(x, engine.Decoded)]
 if not decoded:
     st.stop()
 
-task = inputs.choose_model(decoded, example)
+gate = engine.get_gate()
+verdicts = [engine.verdict(gate, d) for d in decoded]
+task = inputs.choose_model(decoded, verdicts, example)
+force = inputs.override_checks(example)
+preview = st.empty()  # each image at once, while the model loads and runs
+with preview.container():
+    checks.previews(decoded, verdicts)
 if task is None:
-    st.info("Choose the model for these images in the sidebar.")
     st.stop()
-for warning in inputs.body_part_warnings(decoded, task):
-    st.warning(warning, icon=":material/warning:")
 try:
     model = engine.get_model(task)
 except engine.ModelUnavailable as err:
@@ -47,11 +50,27 @@ except engine.ModelUnavailable as err:
 
 with st.spinner("Analysing…"):
     exams = [engine.examine(model, d) for d in decoded]
+    found = [checks.check(task, d, v, engine.ood_ratio(model, d, e), force)
+             for d, v, e in zip(decoded, verdicts, exams)]
+preview.empty()
 if task.unit == "image":
     tabs = st.tabs([d.name for d in decoded]) if len(decoded) > 1 else [st.container()]
-    for tab, d, e in zip(tabs, decoded, exams):
+    for tab, d, e, c in zip(tabs, decoded, exams, found):
         with tab:
+            if not c.shown:
+                checks.refused(d, c)
+                continue
+            checks.show(c)
             views.image_result(model, d, e, example)
 else:
     study_type = inputs.choose_study_type(decoded, example)
-    views.study_result(model, decoded, exams, study_type, example)
+    kept = [i for i, c in enumerate(found) if c.shown]
+    for i, c in enumerate(found):
+        if c.shown:
+            checks.show(c, decoded[i].name)
+    if kept:
+        views.study_result(model, [decoded[i] for i in kept], [exams[i] for i in kept], study_type, example)
+    for i, c in enumerate(found):
+        if not c.shown:
+            st.caption("Left out of the study verdict:")
+            checks.refused(decoded[i], c)

@@ -1,6 +1,6 @@
 """Print the "Model x data" tables of BENCHMARKS.md from the shipped models' metadata (never typed by hand).
 
-Usage: .venv/bin/python bench/model_tables.py [model_dir ...]   (default: model/chest model/mura)
+Usage: .venv/bin/python bench/model_tables.py [model_dir ...]   (default: model/chest model/mura model/anatomy)
 """
 
 from __future__ import annotations
@@ -47,9 +47,21 @@ def study_table(meta: dict, role: str) -> list[str]:
     return lines
 
 
+def gate_tables(meta: dict) -> str:
+    """The anatomy gate's held-out figures: the sections of its card from the confusion matrix on."""
+    from radtriage.runs.anatomy import gate_card
+
+    card = gate_card(meta)
+    return card[card.index("## Held-out"):card.index("## Serving")].replace("## ", "#### ")
+
+
 def main(dirs: list[str]) -> None:
-    for d in dirs or ["model/chest", "model/mura"]:
+    for d in dirs or ["model/chest", "model/mura", "model/anatomy"]:
         meta = json.loads((ROOT / d / "metadata.json").read_text())
+        if meta.get("kind") == "anatomy gate":
+            print(f"### {meta['name']} ({d})\n")
+            print(gate_tables(meta))
+            continue
         training = meta["training_data"]
         print(f"### {meta['name']} ({d})\n")
         print(training.get("data_statement", ""), "\n")
@@ -64,6 +76,10 @@ def main(dirs: list[str]) -> None:
         rates = training.get("validation_flag_rates")
         if rates:
             print("Flags on the validation images: " + "; ".join(f"{k}: {v}" for k, v in rates.items()) + ".\n")
+        ood = meta.get("ood") or {}
+        if ood:
+            print(f"Out-of-distribution refusal: threshold set on {ood['threshold_set_on']}; refused: "
+                  + "; ".join(f"{k}: {v}" for k, v in ood["refused"].items()) + ".\n")
         backbone = training.get("backbone", {})
         print(f"Backbone: {json.dumps({k: v for k, v in backbone.items() if k != 'weights'})}\n")
 

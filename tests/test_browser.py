@@ -20,11 +20,15 @@ pytestmark = pytest.mark.browser
 DICOM = REPO / "app_images" / "chest_02_cardiomegaly.dcm"  # 2048 x 2048 JPEG 2000 phantom
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
+def require_a_browser() -> None:
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium (scripts/setup.sh does as root)")
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    require_a_browser()
     shipped = REPO / "model"
     use_shipped = os.environ.get("RADTRIAGE_SAVE_SCREENSHOT") == "1" and (shipped / "chest" / "model.h5").is_file()
     model_dir = shipped if use_shipped else build_models(tmp_path_factory.mktemp("models"))
@@ -99,3 +103,43 @@ def test_plain_statement_detail_one_click_away_and_the_report_downloads(server: 
         browser.close()
     with Image.open(io.BytesIO(data)) as im:
         assert im.format == "PNG" and im.size[1] > im.size[0] > 600
+
+
+@pytest.fixture(scope="module")
+def gated_server(tmp_path_factory: pytest.TempPathFactory):
+    """Stand-in models with the shipped anatomy gate."""
+    require_a_browser()
+    root = build_models(tmp_path_factory.mktemp("gated"))
+    shutil.copytree(REPO / "model" / "anatomy", root / "anatomy")
+    with AppServer(root) as app:
+        yield app
+
+
+def test_the_gate_refuses_an_upper_limb_image_for_the_chest_model_until_overridden(gated_server: AppServer,
+                                                                                  tmp_path: Path) -> None:
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from radtriage.phantoms import render_limb
+
+    hand = tmp_path / "hand.png"
+    Image.fromarray(np.round(render_limb("XR_HAND", 11, size=320).image * 255).astype(np.uint8)).save(hand)
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        page = browser.new_page(viewport={"width": 1440, "height": 1500})
+        page.goto(gated_server.url, wait_until="domcontentloaded")
+        page.get_by_text("Bundled examples").wait_for(timeout=60_000)
+        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(hand))
+        page.get_by_text("Chosen from the pixels").wait_for(timeout=120_000)  # no click to pick the model
+        wait_until_idle(page)
+        page.get_by_text("Chest (14 findings)").click()
+        page.get_by_text("the chest model does not read those").wait_for(timeout=60_000)
+        wait_until_idle(page)
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() == 0  # no probabilities
+        page.get_by_text("Show results the anatomy check refuses", exact=True).click()
+        page.get_by_text("Shown because the check was overridden").first.wait_for(timeout=60_000)
+        wait_until_idle(page)
+        assert page.locator('[data-testid="stVegaLiteChart"]').count() == 1
+        assert page.locator('[data-testid="stException"]').count() == 0
+        browser.close()

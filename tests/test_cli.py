@@ -72,7 +72,8 @@ def mixed_folder(tmp_path: Path) -> tuple[Path, set[str], dict[str, str]]:
 def read_results(path: Path) -> pd.DataFrame:
     """The CSV with empty text cells as "" (numbers stay numbers)."""
     table = pd.read_csv(path)
-    text = ["level", "file", "study", "study_type", "status", "error_code", "error", "flagged"]
+    text = ["level", "file", "study", "study_type", "model", "status", "error_code", "error", "warning", "anatomy",
+            "flagged"]
     table[text] = table[text].fillna("")
     return table
 
@@ -105,11 +106,12 @@ def test_predict_csv_has_a_row_per_good_file_and_an_error_per_bad_one(models, mi
     folder, good, bad = mixed_folder
     assert {n: load_code(next(folder.rglob(n))) for n in bad} == bad  # the fixture's files fail as intended
     out = tmp_path / "results.csv"
+    # --force: this test is about reading files and writing rows, whatever the anatomy gate thinks of them
     code = cli.main(["predict", str(folder), "--model", str(models / "chest"), "--out", str(out),
-                     "--batch-size", "2", "--no-progress"])
+                     "--batch-size", "2", "--no-progress", "--force"])
     assert code == 0
     table = read_results(out)
-    ok = table[table["status"] == "ok"]
+    ok = table[table["status"].isin(["ok", "forced"])]
     errors = table[table["status"] == "error"]
     assert {Path(f).name for f in ok["file"]} == good
     assert dict(zip((Path(f).name for f in errors["file"]), errors["error_code"])) == bad
@@ -126,7 +128,7 @@ def test_predict_csv_has_a_row_per_good_file_and_an_error_per_bad_one(models, mi
     captured = capsys.readouterr()
     for name in bad:
         assert name in captured.err
-    assert "predicted 3 of 7 files (4 skipped)" in captured.err
+    assert "predicted 3 of 7 files (0 refused by the anatomy gate or out of distribution, 4 skipped)" in captured.err
     everything = captured.out + captured.err + out.read_text()
     assert not [v for v in PHI.values() if v in everything]
 
@@ -134,12 +136,14 @@ def test_predict_csv_has_a_row_per_good_file_and_an_error_per_bad_one(models, mi
 def test_predict_json_lists_results_errors_and_the_model(models, mixed_folder, tmp_path) -> None:
     folder, good, bad = mixed_folder
     out = tmp_path / "results.json"
-    assert cli.main(["predict", str(folder), "--model", str(models / "chest"), "--out", str(out), "--no-progress"]) == 0
+    assert cli.main(["predict", str(folder), "--model", str(models / "chest"), "--out", str(out), "--no-progress",
+                     "--force"]) == 0
     data = json.loads(out.read_text())
     assert {Path(r["file"]).name for r in data["images"]} == good
     assert {Path(r["file"]).name: r["error_code"] for r in data["errors"]} == bad
-    assert data["summary"] == {"files": 7, "predicted": 3, "skipped": 4, "studies": 0}
-    assert data["model"]["classes"] == list(CHEST_CLASSES)
+    assert data["summary"] == {"files": 7, "predicted": 3, "refused": 0, "skipped": 4, "studies": 0}
+    assert data["models"]["chest"]["classes"] == list(CHEST_CLASSES)
+    assert data["gate"]["classes"] == ["chest", "limb", "other radiograph", "not a radiograph"]
     row = data["images"][0]
     assert all(0.0 <= row[f"prob: {c}"] <= 1.0 for c in CHEST_CLASSES)
 
@@ -190,7 +194,7 @@ def test_predict_mura_folder_aggregates_studies_as_the_mean(models, tmp_path) ->
     mura = write_mura(tmp_path, 6, seed=2, size=192, valid_fraction=0.0, workers=1)
     out = tmp_path / "mura.csv"
     assert cli.main(["predict", str(mura / "train"), "--model", str(models / "mura"), "--out", str(out),
-                     "--no-progress"]) == 0
+                     "--no-progress", "--force"]) == 0
     table = read_results(out)
     images, studies = table[table["level"] == "image"], table[table["level"] == "study"]
     n_files = len(list((mura / "train").rglob("*.png")))
@@ -204,7 +208,7 @@ def test_predict_mura_folder_aggregates_studies_as_the_mean(models, tmp_path) ->
         assert study["study_type"].startswith("XR_")
     # --studies no: image rows only
     assert cli.main(["predict", str(mura / "train"), "--model", str(models / "mura"), "--out", str(out),
-                     "--studies", "no", "--no-progress"]) == 0
+                     "--studies", "no", "--no-progress", "--force"]) == 0
     assert set(pd.read_csv(out)["level"]) == {"image"}
 
 
@@ -251,7 +255,7 @@ def test_export_then_predict_gives_the_same_table_on_every_backend_and_worker_co
     for backend, workers in (("keras", "1"), ("litert", "1"), ("auto", "2")):
         out = tmp_path / f"{backend}{workers}.csv"
         assert cli.main(["predict", str(folder), "--model", str(model), "--out", str(out), "--backend", backend,
-                         "--workers", workers, "--no-progress", "--batch-size", "2"]) == 0
+                         "--workers", workers, "--no-progress", "--batch-size", "2", "--force"]) == 0
         assert f"({'litert' if backend == 'auto' else backend})" in capsys.readouterr().err
         tables[backend] = read_results(out)
     probs = [c for c in tables["keras"].columns if c.startswith("prob: ")]
@@ -266,10 +270,11 @@ def test_export_then_predict_gives_the_same_table_on_every_backend_and_worker_co
 
 def test_predict_output_is_clean_on_stdout_and_stderr(tmp_path) -> None:
     """The shipped model on a bundled example, as a user runs it: the CSV alone on stdout, one summary
-    line on stderr (no interpreter or TensorFlow chatter)."""
+    line on stderr (no interpreter or TensorFlow chatter). A phantom is outside the real-data model's
+    distribution, so it is shown only with --force."""
     repo = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-m", "radtriage", "predict", str(repo / "app_images" / "chest_09_normal.png"),
-                           "--no-progress"], capture_output=True, text=True, timeout=300, cwd=repo)
+                           "--no-progress", "--force"], capture_output=True, text=True, timeout=300, cwd=repo)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("level,file,") and len(done.stdout.strip().splitlines()) == 2
     assert done.stderr.strip().splitlines() == [next(l for l in done.stderr.splitlines() if l.startswith("predicted 1 of 1"))]

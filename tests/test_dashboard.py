@@ -144,11 +144,12 @@ def test_upload_dicom_picks_chest_model_and_never_shows_identity(app: AppTest, m
         assert value not in page and value.split("^")[0] not in page
 
 
-def test_upload_png_asks_for_the_model(app: AppTest, model_dir: Path) -> None:
+def test_upload_without_a_gate_is_previewed_then_asks_for_the_model(app: AppTest, model_dir: Path) -> None:
     data = png_bytes((smooth_texture(150, 170, 255, seed=3)).astype(np.uint8))
     upload(app, ("film.png", data))
     assert not app.dataframe or "Probability" not in app.dataframe[0].value.columns
-    assert "Choose the model" in texts(app)
+    assert "film.png" in image_captions(app)  # the preview, before any model
+    assert "Choose one to see its output" in texts(app) and "no anatomy check is installed" in texts(app)
     radio = next(r for r in app.radio if r.label == "Model")
     radio.set_value("chest")
     app.run()
@@ -156,6 +157,7 @@ def test_upload_png_asks_for_the_model(app: AppTest, model_dir: Path) -> None:
     table = result_table(app)
     expected = dict(zip(CHEST_CLASSES, probs_of(model_dir, "chest", data)))
     assert all(row.Probability == pytest.approx(expected[row.Finding], abs=1e-5) for row in table.itertuples())
+    assert "No anatomy gate is installed" in texts(app)
 
 
 @pytest.mark.parametrize(
@@ -196,13 +198,45 @@ def test_mura_study_of_three_views(app: AppTest, model_dir: Path) -> None:
         assert f"{name}: p(abnormal) = {p:.2f}" in captions
 
 
-def test_limb_dicom_sent_to_chest_model_is_warned(app: AppTest) -> None:
-    upload(app, ("hand.dcm", limb_dicom(seed=5, body_part="HAND")))
+@pytest.fixture()
+def gated_app(model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
+    """The app with the stand-in models and the shipped anatomy gate."""
+    import shutil
+
+    root = tmp_path / "models"
+    shutil.copytree(model_dir, root)
+    shutil.copytree(Path(__file__).resolve().parents[1] / "model" / "anatomy", root / "anatomy")
+    monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(root))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    return at
+
+
+def limb_phantom_dicom(body_part: str) -> bytes:
+    from radtriage.phantoms import render_limb
+
+    pixels = np.round(render_limb("XR_HAND", 11, size=320).image * 4095).astype(np.uint16)
+    return dicom_bytes(make_dataset(pixels, bits_stored=12, BodyPartExamined=body_part))
+
+
+def test_the_gate_picks_the_model_from_the_pixels_and_refuses_the_wrong_one(gated_app: AppTest) -> None:
+    app = gated_app
+    upload(app, ("hand.dcm", limb_phantom_dicom("CHEST")))  # a tag that lies about the anatomy
     radio = next(r for r in app.radio if r.label == "Model")
-    assert radio.value == "mura"
+    assert radio.value == "mura"  # from the pixels, no click
+    assert "Chosen from the pixels" in texts(app)
+    assert any("Body Part Examined says CHEST" in w.value and "the pixels decide" in w.value for w in app.warning)
     radio.set_value("chest")
     app.run()
-    assert any("BodyPartExamined is 'HAND'" in w.value and "meaningless" in w.value for w in app.warning)
+    assert not app.exception
+    assert any("This looks like an upper-limb radiograph" in e.value and "the chest model does not read those"
+               in e.value for e in app.error)
+    assert not any("Probability" in df.value.columns for df in app.dataframe)  # no probabilities
+    app.toggle(key="force_upload").set_value(True)
+    app.run()
+    assert any(w.value.startswith("Shown because the check was overridden") for w in app.warning)
+    assert len(result_table(app)) > 0
 
 
 def test_switch_gradcam_class_offers_flagged_classes_only_and_redraws(app: AppTest) -> None:

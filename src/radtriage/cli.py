@@ -1,4 +1,4 @@
-"""Command line: ``radtriage prepare | train | evaluate | predict | export`` (also ``python -m radtriage``).
+"""Command line: ``radtriage prepare | train | evaluate | predict | export | pacs`` (also ``python -m radtriage``).
 
 Heavy modules (TensorFlow, the training runs) are imported inside the commands, so ``--help`` is instant.
 Patient identifiers are never printed: the loader's messages quote no DICOM value, and results
@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     _evaluate_parser(sub)
     _predict_parser(sub)
     _export_parser(sub)
+    _pacs_parser(sub)
     return parser
 
 
@@ -149,9 +150,14 @@ def _predict_parser(sub: Any) -> None:
     p = sub.add_parser(
         "predict", help="run a model on image files or folders and write a CSV or JSON table",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description="Run a model on DICOM/PNG/JPEG files and folders (searched recursively) and write one row "
+        description="Run the models on DICOM/PNG/JPEG files and folders (searched recursively) and write one row "
                     "per image: calibrated probability and flag (probability >= the model's threshold) per "
                     "class. Files that cannot be read are reported with the reason and skipped.\n\n"
+                    "The anatomy gate looks at each image first: by default it sends chest radiographs to the chest "
+                    "model and upper-limb radiographs to the upper-limb model, whatever the folder layout. An image "
+                    "that is the wrong anatomy for the model, or unlike the images the model learnt from, gets no "
+                    "probabilities: status 'refused' and one sentence. --task or --model asks for one model; "
+                    "--force shows refused results anyway (status 'forced', with the sentence as a warning).\n\n"
                     "Studies: images in a MURA-style study folder (e.g. .../patient00011/study1_negative/) are "
                     "also summarised per study (probability = mean of its images). --studies yes treats every "
                     "folder as a study; --studies no never aggregates.",
@@ -160,8 +166,9 @@ def _predict_parser(sub: Any) -> None:
     p.add_argument("paths", nargs="+", help="image files and/or folders")
     p.add_argument("--model", help="model folder (default: model/<task> of the repository, or $RADTRIAGE_MODEL_DIR/<task>)")
     p.add_argument("--task", choices=tasks.names(),
-                   help="which default model (default: the per-study model if MURA study folders are found, "
-                        "else chest)")
+                   help="use this task's model for every image (default: each image's model chosen by the anatomy gate)")
+    p.add_argument("--force", action="store_true",
+                   help="show results the gate would refuse (wrong anatomy, out of distribution), marked 'forced'")
     p.add_argument("--out", help="results file, .csv or .json (default: CSV on standard output)")
     p.add_argument("--format", choices=("csv", "json"), help="output format (default: from --out's extension)")
     p.add_argument("--studies", default="auto", choices=("auto", "yes", "no"),
@@ -184,6 +191,32 @@ def _export_parser(sub: Any) -> None:
     p.add_argument("model", help="model folder (model.h5 + metadata.json)")
     p.add_argument("--tolerance", type=float,
                    help="largest accepted |LiteRT - Keras| probability (default: 1e-4)")
+
+
+def _pacs_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "pacs", help="read new studies from a PACS over DICOMweb and store the findings back in them",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Query a PACS (QIDO-RS) for radiograph studies, retrieve them (WADO-RS), read each image with "
+                    "the model of its anatomy (the upper-limb model per study) and store (STOW-RS), as new series "
+                    "of the same study, a findings Structured Report and a Grad-CAM overlay image, both marked "
+                    "research use only. The originals are never modified; a study already holding a findings SR "
+                    "of the current models is skipped.\n\n"
+                    "Credentials come from the environment, never from the command line: RADTRIAGE_PACS_USER and "
+                    "RADTRIAGE_PACS_PASSWORD (basic auth), or RADTRIAGE_PACS_TOKEN (bearer), or "
+                    "RADTRIAGE_PACS_CREDENTIALS_FILE (a private file of user=, password= or token= lines).",
+        epilog="example:\n  RADTRIAGE_PACS_USER=triage RADTRIAGE_PACS_PASSWORD=... \\\n"
+               "    radtriage pacs run --url http://127.0.0.1:8042/dicom-web --since 2026-01-01 --dry-run")
+    pacs_sub = p.add_subparsers(dest="pacs_command", title="pacs commands", metavar="<pacs command>", required=True)
+    run = pacs_sub.add_parser("run", help="process the studies found (see 'radtriage pacs --help')")
+    run.add_argument("--url", required=True, help="the PACS's DICOMweb root, e.g. http://127.0.0.1:8042/dicom-web")
+    run.add_argument("--since", help="only studies on or after this date (YYYY-MM-DD)")
+    run.add_argument("--modality", action="append", type=str.upper,
+                     help="radiograph modality to read, repeatable (default: CR and DX)")
+    run.add_argument("--study", action="append", default=[], metavar="UID",
+                     help="process this Study Instance UID only, repeatable (--since does not apply)")
+    run.add_argument("--dry-run", action="store_true", help="query, retrieve and read, but write nothing to the PACS")
+    run.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 # ------------------------------------------------------------------------------------ prepare / train / evaluate
@@ -359,84 +392,99 @@ def _flag_columns(classes: Sequence[str], probs: Any, thresholds: Sequence[float
     return row
 
 
-class _Batcher:
-    """Accumulates preprocessed images and predicts them ``size`` at a time."""
-
-    def __init__(self, predictor: Any, size: int) -> None:
-        self.predictor, self.size = predictor, size
-        self.inputs: list[Any] = []
-        self.rows: list[dict[str, Any]] = []
-        self.done: list[tuple[dict[str, Any], Any]] = []
-
-    def add(self, row: dict[str, Any], x: Any) -> None:
-        self.rows.append(row)
-        self.inputs.append(x)
-        if len(self.inputs) >= self.size:
-            self.flush()
-
-    def flush(self) -> None:
-        import numpy as np
-
-        if self.inputs:
-            probs = self.predictor.predict_batch(np.stack(self.inputs))
-            self.done.extend(zip(self.rows, probs))
-            self.inputs, self.rows = [], []
+def _result_row(row: dict[str, Any], result: Any, triage: Any) -> dict[str, Any]:
+    """One output row of an image: where it went, what the gate said, and its probabilities when shown."""
+    out = {**row, "model": result.task or "", "status": result.status, "error_code": result.error_code,
+           "error": result.message if result.status in ("error", "refused") else "",
+           "warning": " ".join(([result.message] if result.status == "forced" else []) + list(result.warnings)),
+           "anatomy": result.anatomy.anatomy if result.anatomy else "",
+           "anatomy_probability": round(result.anatomy.probability, 4) if result.anatomy else None,
+           "ood_ratio": round(result.ood_ratio, 3) if result.ood_ratio is not None else None}
+    if result.shown:
+        predictor = triage.predictor(result.task)
+        out.update(_flag_columns(predictor.classes, result.prediction.vector(), predictor.thresholds,
+                                 predictor.flaggable))
+    return out
 
 
-def predict_files(predictor: Any, files: Sequence[Path], studies: str = "auto", batch_size: int = PREDICT_BATCH,
+def predict_files(triage: Any, files: Sequence[Path], studies: str = "auto", batch_size: int = PREDICT_BATCH,
                   progress: bool = True, report: Any = None, workers: int = 1) -> dict[str, Any]:
-    """Predict every readable file; bad files become error rows, never exceptions.
+    """Triage every file; bad files and refused images become rows with a sentence, never exceptions.
 
     Args:
-        predictor: a predictor of either backend (:func:`radtriage.serving.load_predictor`).
+        triage: a :class:`radtriage.triage.Triage` (the gate, the models and the refusal rule).
         files: image paths.
         studies: "auto" | "yes" | "no" (see :func:`study_of`).
         batch_size: images per model call.
         progress: tqdm bar on standard error.
-        report: called with one line per skipped file (default: tqdm.write to standard error).
-        workers: processes decoding files while the model predicts (1 = in this process).
+        report: called with one line per skipped or refused file (default: tqdm.write to standard error).
+        workers: processes decoding files while the models predict (1 = in this process).
 
     Returns:
-        dict with "images" (ok rows, in file order), "errors" (rows with error_code and error),
-        "studies" (study rows: probability = mean of the study's image probabilities).
+        dict with "images" (rows of images shown: status ok or forced, in file order), "errors"
+        (rows of unreadable files and refused images, with the sentence) and "studies" (per study and
+        model: probability = mean of its shown images' probabilities).
     """
     import numpy as np
     from tqdm.auto import tqdm
 
-    from radtriage.preprocess import LoadFailure, load_and_preprocess_many
+    from radtriage.preprocess import load_and_preprocess_many, try_load
 
     report = report or (lambda line: tqdm.write(line, file=sys.stderr))
-    classes, thresholds, flaggable = predictor.classes, [float(t) for t in predictor.thresholds], predictor.flaggable
-    batcher = _Batcher(predictor, max(1, batch_size))
+    images: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
+    shown: list[tuple[dict[str, Any], Any]] = []
     workers = workers if len(files) > 1 else 1
+    size = max(1, batch_size)
     # Files are queued only while this loop pulls; two batches in flight keep the workers decoding
-    # while the model runs on the previous batch.
-    in_flight = max(8, -(-2 * batch_size // max(1, workers)))
-    inputs = load_and_preprocess_many(files, predictor.preprocess_config, workers=workers, in_flight=in_flight)
-    for path, x in tqdm(zip(files, inputs), total=len(files), desc="predict", unit="img", disable=not progress,
-                        file=sys.stderr):
-        row = {"level": "image", "file": path.as_posix(), "study": study_of(path, studies) or "",
-               "study_type": study_type_of(path)}
-        if isinstance(x, LoadFailure):
-            errors.append({**row, "status": "error", "error_code": x.code, "error": x.message})
-            report(f"skipped {path.as_posix()}: {x.message} [{x.code}]")
-        else:
-            batcher.add(row, x)
-    batcher.flush()
-    images = [{**row, "status": "ok", "error_code": "", "error": "", **_flag_columns(classes, p, thresholds, flaggable)}
-              for row, p in batcher.done]
-    study_rows: list[dict[str, Any]] = []
-    in_study = [(row, p) for row, p in batcher.done if row["study"]]
-    if in_study:
-        ids, counts, means = contract.study_means([row["study"] for row, _ in in_study],
-                                                  np.stack([p for _, p in in_study]))
-        types = {row["study"]: row["study_type"] for row, _ in in_study}
+    # while the models run on the previous batch.
+    in_flight = max(8, -(-2 * size // max(1, workers)))
+    loaded = load_and_preprocess_many(files, triage.input_config, workers=workers, in_flight=in_flight, loader=try_load)
+    batch: list[tuple[Path, Any]] = []
+
+    def flush() -> None:
+        results = triage.run([p.as_posix() for p, _ in batch], [item for _, item in batch], [p for p, _ in batch])
+        for (path, _), result in zip(batch, results):
+            row = _result_row({"level": "image", "file": path.as_posix(), "study": study_of(path, studies) or "",
+                               "study_type": study_type_of(path)}, result, triage)
+            if result.shown:
+                images.append(row)
+                shown.append((row, result))
+            else:
+                errors.append(row)
+                report(f"{'skipped' if result.status == 'error' else 'refused'} {path.as_posix()}: {result.message}"
+                       + (f" [{result.error_code}]" if result.error_code else ""))
+        batch.clear()
+
+    for path, item in tqdm(zip(files, loaded), total=len(files), desc="predict", unit="img", disable=not progress,
+                           file=sys.stderr):
+        batch.append((path, item))
+        if len(batch) >= size:
+            flush()
+    if batch:
+        flush()
+    return {"images": images, "errors": errors, "studies": _study_rows(shown, triage)}
+
+
+def _study_rows(shown: list[tuple[dict[str, Any], Any]], triage: Any) -> list[dict[str, Any]]:
+    """Per study and model: the contract's mean of the study's shown images' probabilities."""
+    import numpy as np
+
+    rows: list[dict[str, Any]] = []
+    for task in tasks.names():
+        members = [(row, r) for row, r in shown if row["study"] and r.task == task]
+        if not members:
+            continue
+        predictor = triage.predictor(task)
+        ids, counts, means = contract.study_means([row["study"] for row, _ in members],
+                                                  np.stack([r.prediction.vector() for _, r in members]))
+        types = {row["study"]: row["study_type"] for row, _ in members}
+        forced = {row["study"] for row, r in members if r.status == "forced"}
         for sid, n, mean in zip(ids, counts, means):
-            study_rows.append({"level": "study", "file": sid, "study": sid, "study_type": types[sid],
-                               "n_images": int(n), "status": "ok", "error_code": "", "error": "",
-                               **_flag_columns(classes, mean, thresholds, flaggable)})
-    return {"images": images, "errors": errors, "studies": study_rows}
+            rows.append({"level": "study", "file": sid, "study": sid, "study_type": types[sid], "n_images": int(n),
+                         "model": task, "status": "forced" if sid in forced else "ok", "error_code": "", "error": "",
+                         **_flag_columns(predictor.classes, mean, predictor.thresholds, predictor.flaggable)})
+    return rows
 
 
 def _model_summary(predictor: Any, directory: Path) -> dict[str, Any]:
@@ -446,8 +494,18 @@ def _model_summary(predictor: Any, directory: Path) -> dict[str, Any]:
             "thresholds": dict(meta.thresholds), "provenance": dict(meta.provenance),
             "flaggable": dict(meta.flaggable),
             "phantom_only": bool((meta.training_data or {}).get("phantom_only", False)),
+            "ood": {k: meta.ood[k] for k in ("method", "threshold", "rate") if k in meta.ood} or None,
             "calibration": "probabilities are calibrated: sigmoid(logit / T) with the model's per-class T",
             "study_rule": "study probability = mean of its images' probabilities"}
+
+
+def _gate_summary(triage: Any) -> dict[str, Any] | None:
+    gate = triage.gate
+    if gate is None:
+        return None
+    return {"name": gate.metadata.name, "classes": list(gate.classes), "backend": gate.backend,
+            "rule": "an image of another anatomy than the model's, or out of the model's distribution "
+                    "(ood_ratio > 1), is refused unless --force"}
 
 
 def output_format(out: str | None, fmt: str | None) -> str:
@@ -469,12 +527,13 @@ def write_results(results: dict[str, Any], model: dict[str, Any], out: str | Non
 
     fmt = output_format(out, fmt)
     if fmt == "json":
-        payload = {"model": model, "images": results["images"], "studies": results["studies"],
+        payload = {**model, "images": results["images"], "studies": results["studies"],
                    "errors": results["errors"], "summary": results["summary"]}
         text = json.dumps(payload, indent=1)
     else:
         rows = results["images"] + results["studies"] + results["errors"]
-        columns = ["level", "file", "study", "study_type", "n_images", "status", "error_code", "error"]
+        columns = ["level", "file", "study", "study_type", "n_images", "model", "status", "error_code", "error",
+                   "warning", "anatomy", "anatomy_probability", "ood_ratio"]
         frame = pd.DataFrame(rows)
         frame = frame.reindex(columns=columns + [c for c in frame.columns if c not in columns])
         if "n_images" in frame:
@@ -497,31 +556,41 @@ def cmd_predict(args: argparse.Namespace) -> int:
     files = collect_files(args.paths)
     if not files:
         raise CliError("no image files found in the given paths.")
-    if args.model:
-        model_dir = Path(args.model)
-    else:
-        per_study = tasks.for_unit("study") if any(MURA_STUDY_DIR.match(f.parent.name) for f in files) else None
-        task = tasks.get(args.task) if args.task else per_study or tasks.CHEST
-        model_dir = default_model_dir(task.model_folder)
     from radtriage.artifact import ArtifactError
-    from radtriage.serving import load_predictor
+    from radtriage.triage import Triage
 
     try:
-        predictor = load_predictor(model_dir, args.backend)
+        triage = Triage(args.task, model_dir=args.model, force=args.force, backend=args.backend)
+        for task in ([triage.task.name] if triage.task else []):
+            triage.predictor(task)  # an unusable model is a usage error before any work
     except ArtifactError as err:
-        raise CliError(f"cannot use the model in {model_dir}: {err}", EXIT_USAGE) from None
-    results = predict_files(predictor, files, args.studies, args.batch_size, not args.no_progress,
-                            workers=args.workers)
-    n_ok, n_bad = len(results["images"]), len(results["errors"])
-    results["summary"] = {"files": len(files), "predicted": n_ok, "skipped": n_bad, "studies": len(results["studies"])}
-    model = _model_summary(predictor, model_dir)
-    fmt = write_results(results, model, args.out, args.format)
+        raise CliError(f"cannot use the model: {err}", EXIT_USAGE) from None
+    results = predict_files(triage, files, args.studies, args.batch_size, not args.no_progress, workers=args.workers)
+    n_ok = len(results["images"])
+    n_refused = sum(r["status"] == "refused" for r in results["errors"])
+    n_bad = len(results["errors"]) - n_refused
+    results["summary"] = {"files": len(files), "predicted": n_ok, "refused": n_refused, "skipped": n_bad,
+                          "studies": len(results["studies"])}
+    used = sorted({r["model"] for r in results["images"] + results["errors"] if r.get("model")})
+    summaries = {t: _model_summary(triage.predictor(t), triage.model_dir(t)) for t in used if _usable(triage, t)}
+    fmt = write_results(results, {"models": summaries, "gate": _gate_summary(triage)}, args.out, args.format)
     where = args.out or "standard output"
-    note = " (model trained on synthetic phantoms only: outputs are demonstrations)" if model["phantom_only"] else ""
-    print(f"predicted {n_ok} of {len(files)} files ({n_bad} skipped), {len(results['studies'])} studies, "
-          f"with model {predictor.metadata.name} ({predictor.backend}){note}; {fmt.upper()} written to {where}",
+    names = ", ".join(f"{m['name']} ({m['backend']})" + (" [trained on synthetic phantoms only]" if m["phantom_only"]
+                                                        else "") for m in summaries.values()) or "none"
+    print(f"predicted {n_ok} of {len(files)} files ({n_refused} refused by the anatomy gate or out of distribution, "
+          f"{n_bad} skipped), {len(results['studies'])} studies, with {names}; {fmt.upper()} written to {where}",
           file=sys.stderr)
     return EXIT_OK if n_ok else EXIT_FAILED
+
+
+def _usable(triage: Any, task: str) -> bool:
+    from radtriage.artifact import ArtifactError
+
+    try:
+        triage.predictor(task)
+    except ArtifactError:
+        return False
+    return True
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -537,10 +606,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_pacs(args: argparse.Namespace) -> int:
+    import datetime
+
+    from radtriage.pacs import client, run
+
+    try:
+        since = datetime.date.fromisoformat(args.since) if args.since else None
+    except ValueError:
+        raise CliError(f"--since must be a date such as 2026-01-31, got {args.since!r}.", EXIT_USAGE) from None
+    try:
+        dicomweb = client.connect(args.url)
+    except client.PacsError as err:
+        raise CliError(str(err), EXIT_USAGE) from None
+    try:
+        summary = run.run(dicomweb, since=since, modalities=tuple(args.modality or run.DEFAULT_MODALITIES),
+                          study_uids=args.study, dry_run=args.dry_run, progress=not args.no_progress)
+    except client.PacsError as err:
+        raise CliError(str(err), EXIT_FAILED) from None
+    run.write_rows(summary.rows, sys.stdout)
+    print(summary.line(), file=sys.stderr)
+    return EXIT_FAILED if summary.failed else EXIT_OK
+
+
 # ------------------------------------------------------------------------------------ main
 
 COMMANDS = {"prepare": cmd_prepare, "train": cmd_train, "evaluate": cmd_evaluate, "predict": cmd_predict,
-            "export": cmd_export}
+            "export": cmd_export, "pacs": cmd_pacs}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -59,6 +59,16 @@ FRACATLAS_UPPER_LIMB_PARTS: tuple[str, ...] = ("hand", "shoulder", "hand+shoulde
 FRACATLAS_OTHER_PARTS: tuple[str, ...] = ("leg", "hip")
 
 # DICOM BodyPartExamined values (upper-cased) that identify each MURA study type.
+# What the anatomy gate (radtriage.anatomy) tells apart, in its output order. "chest" and "limb" are the
+# anatomies of radtriage.tasks ("limb" = upper limb, MURA's seven study types); the other two are read by no model.
+ANATOMY_CLASSES: tuple[str, ...] = ("chest", "limb", "other radiograph", "not a radiograph")
+ANATOMY_PHRASES: dict[str, str] = {
+    "chest": "a chest radiograph",
+    "limb": "an upper-limb radiograph",
+    "other radiograph": "a radiograph of another body part (such as a leg or hip)",
+    "not a radiograph": "not a radiograph",
+}
+
 BODY_PART_TO_MURA: dict[str, str] = {
     "ELBOW": "XR_ELBOW",
     "FINGER": "XR_FINGER",

@@ -48,6 +48,7 @@ TRAINING_PATTERN = re.compile(r"^(?P<source>[^:]+): (?P<n>[\d,]+) training image
 NA = "n/a"
 CARD_FILE = "MODEL_CARD.md"  # the card's name in a model folder
 SERVING_HEADING = "## Serving"
+OOD_HEADING = "## Out-of-distribution refusal"
 LIMITS_HEADING = "## Limitations"
 
 
@@ -334,14 +335,41 @@ def _serving(meta: Mapping[str, Any]) -> list[str]:
     return lines + [""]
 
 
+def _ood(meta: Mapping[str, Any]) -> list[str]:
+    record = meta.get("ood") or {}
+    lines = [OOD_HEADING, ""]
+    if not record:
+        return lines + ["- This model carries no out-of-distribution score: only the anatomy gate checks its inputs.", ""]
+    lines += [
+        "Before its probabilities are shown, an image must resemble the images this model learnt from; "
+        "otherwise it is refused with a sentence (the CLI's `--force` and the dashboard's override show the "
+        "result anyway, with a warning).",
+        "",
+        f"- Score: {record.get('method', NA)}, in the `{record.get('feature_layer', 'features')}` layer.",
+        f"- Fitted on {record.get('fitted_on', NA)}; threshold {record.get('threshold', NA)} set on "
+        f"{record.get('threshold_set_on', NA)}.",
+    ]
+    lines += [f"- Refused: {name}: {share}" for name, share in (record.get("refused") or {}).items()]
+    return lines + [""]
+
+
+def set_ood_section(card_path: str | Path, metadata: Mapping[str, Any]) -> None:
+    """Replace (or add before the limitations) the out-of-distribution section of an existing model card."""
+    _set_section(card_path, OOD_HEADING, _ood(metadata))
+
+
 def set_serving_section(card_path: str | Path, metadata: Mapping[str, Any]) -> None:
     """Replace (or add before the limitations) the serving section of an existing model card."""
+    _set_section(card_path, SERVING_HEADING, _serving(metadata))
+
+
+def _set_section(card_path: str | Path, heading: str, lines: list[str]) -> None:
     path = Path(card_path)
     text = path.read_text(encoding="utf-8")
-    section = "\n".join(_serving(metadata))
-    start = text.find(SERVING_HEADING)
+    section = "\n".join(lines)
+    start = text.find(heading)
     if start >= 0:
-        end = text.find("\n## ", start + len(SERVING_HEADING))
+        end = text.find("\n## ", start + len(heading))
         text = text[:start] + section + ("\n" + text[end + 1:] if end >= 0 else "")
     else:
         at = text.find(LIMITS_HEADING)
@@ -362,6 +390,7 @@ def model_card_markdown(metadata: Mapping[str, Any], plots: Mapping[str, str | P
         + _calibration(metadata, sets)
         + _plots(plots, Path(out_dir))
         + _serving(metadata)
+        + _ood(metadata)
         + _limits(metadata, sets)
     )
     return "\n".join(sections)

@@ -160,13 +160,19 @@ def _rescale(ds: Any, bits_stored: int) -> str | None:
 
 def _pixel_length(ds: Any, transfer_syntax: str, rows: int, columns: int, allocated: int) -> str | None:
     """Uncompressed Pixel Data must hold Rows x Columns samples; up to one row more is tolerated as
-    padding (odd-length padding, and some writers' trailing bytes, which pydicom drops)."""
+    padding (odd-length padding, and some writers' trailing bytes, which pydicom drops). Less data
+    than the tags ask for is a contradiction only when it is a whole image of another size (whole
+    rows of the stated width, or whole columns of the stated height); otherwise it is a cut file (a
+    failed transfer, far more common than a lying tag), left to the decoder, which calls it damaged
+    or incomplete."""
     if transfer_syntax not in NATIVE_SYNTAXES or allocated not in (8, 16, 32):
         return None
     samples = _int(ds, "SamplesPerPixel") or 1
     row_bytes = columns * samples * allocated // 8
     need, held = rows * row_bytes, len(ds.PixelData)
-    if need <= held < need + max(row_bytes, 2):
+    sample_bytes = samples * allocated // 8
+    cut = held < need and held % row_bytes != 0 and held % (rows * sample_bytes) != 0
+    if need <= held < need + max(row_bytes, 2) or cut:
         return None
     return (
         f"{_TAG['PixelData']} holds {held:,} bytes but {_TAG['Rows']} x {_TAG['Columns']} of {rows} x {columns} "

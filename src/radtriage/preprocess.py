@@ -241,8 +241,35 @@ def try_load_and_preprocess(source: str | Path, config: PreprocessConfig) -> np.
         return LoadFailure("unexpected", f"This file could not be processed ({type(err).__name__}).")
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A file's model input and what the triage needs to know of it (nothing that identifies anyone).
+
+    Attributes:
+        x: float32 (size, size, 1) in [0, 1].
+        body_part: the DICOM Body Part Examined, or None (PNG/JPEG, or absent).
+        warnings: the loader's warnings (one sentence each).
+    """
+
+    x: np.ndarray
+    body_part: str | None
+    warnings: tuple[str, ...]
+
+
+def try_load(source: str | Path | bytes, config: PreprocessConfig, name: str | None = None) -> Loaded | LoadFailure:
+    """:func:`try_load_and_preprocess` that also keeps the body part and the loader's warnings
+    (``name``: display name of bytes input)."""
+    try:
+        rg, x = load_and_preprocess(source, config, name=name)
+    except radiograph.RadiographError as err:
+        return LoadFailure(err.code, str(err))
+    except Exception as err:  # noqa: BLE001 - one odd file must not abort a batch
+        return LoadFailure("unexpected", f"This file could not be processed ({type(err).__name__}).")
+    return Loaded(x, rg.metadata.body_part_examined, tuple(rg.warnings))
+
+
 def load_and_preprocess_many(sources: Iterable[str | Path], config: PreprocessConfig, workers: int = 1,
-                             in_flight: int = 8) -> Iterator[np.ndarray | LoadFailure]:
+                             in_flight: int = 8, loader: Any = None) -> Iterator[Any]:
     """:func:`load_and_preprocess` of many files, in order, decoded by ``workers`` processes.
 
     Decoding (pydicom, OpenJPEG, Pillow) holds Python's GIL, so threads do not overlap it:
@@ -254,12 +281,17 @@ def load_and_preprocess_many(sources: Iterable[str | Path], config: PreprocessCo
         workers: decoding processes; <= 1 decodes in this process.
         in_flight: files queued per worker ahead of the consumer.
 
+        loader: a picklable ``(source, config) -> result`` that never raises (default
+            :func:`try_load_and_preprocess`; :func:`try_load` keeps the body part too).
+
     Yields:
-        Per source, in order: its model input, float32 (size, size, 1) in [0, 1], or a :class:`LoadFailure`.
+        Per source, in order: its model input, float32 (size, size, 1) in [0, 1] (or what ``loader``
+        returns), or a :class:`LoadFailure`.
     """
+    loader = loader or try_load_and_preprocess
     if workers <= 1:
         for source in sources:
-            yield try_load_and_preprocess(source, config)
+            yield loader(source, config)
         return
     pending: deque[tuple[str | Path, Future[np.ndarray | LoadFailure]]] = deque()
     pool = ProcessPoolExecutor(max_workers=workers)
@@ -275,14 +307,14 @@ def load_and_preprocess_many(sources: Iterable[str | Path], config: PreprocessCo
             pool.shutdown(wait=True, cancel_futures=True)
             pool = ProcessPoolExecutor(max_workers=workers)
             for i, (other, _) in enumerate(pending):
-                pending[i] = (other, pool.submit(try_load_and_preprocess, other, config))
+                pending[i] = (other, pool.submit(loader, other, config))
             return LoadFailure("decoder_crash", "The image decoder crashed on this file: it is probably corrupt.")
 
     try:
         for source in sources:
             if len(pending) >= workers * in_flight:
                 yield first()
-            pending.append((source, pool.submit(try_load_and_preprocess, source, config)))
+            pending.append((source, pool.submit(loader, source, config)))
         while pending:
             yield first()
     finally:

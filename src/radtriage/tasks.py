@@ -57,6 +57,11 @@ class Task:
         return (*self.classes, *self.extra_classes)
 
     @property
+    def model_phrase(self) -> str:
+        """The model in a sentence: "the chest model", "the upper-limb model"."""
+        return f"the {self.anatomy_phrase.split(' ', 1)[1].replace(' ', '-')} model"
+
+    @property
     def model_folder(self) -> str:
         """Folder name of the task's default model under the model directory."""
         return self.name

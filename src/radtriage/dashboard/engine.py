@@ -38,7 +38,8 @@ import numpy as np
 import streamlit as st
 
 from radtriage import contract, locations, radiograph, tasks
-from radtriage.artifact import METADATA_FILE, MODEL_FILE, ModelMetadata
+from radtriage.anatomy import GATE_FOLDER, AnatomyGate, AnatomyVerdict
+from radtriage.artifact import METADATA_FILE, MODEL_FILE, ArtifactError, ModelMetadata
 from radtriage.dashboard import imaging, settings
 from radtriage.dashboard.tables import ModelFacts, model_facts
 from radtriage.model_card import CARD_FILE
@@ -300,6 +301,47 @@ def _display_heat(model_key: str, digest: str, class_index: int, _heat: np.ndarr
 def display_heatmap(model: Model, decoded: Decoded, class_index: int, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The heatmap on the display image's grid and its colours: float32 (H', W'), uint8 (H', W', 3)."""
     return _display_heat(model.key, decoded.digest, int(class_index), heat, model, decoded)
+
+
+# --- the anatomy gate -----------------------------------------------------------------------
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _gate(folder: str, key: str) -> AnatomyGate | None:
+    try:
+        return AnatomyGate(folder)
+    except ArtifactError:
+        return None
+
+
+def get_gate() -> AnatomyGate | None:
+    """The anatomy gate in ``<model dir>/anatomy`` (LiteRT: no TensorFlow needed), or None when absent."""
+    folder = locations.model_dir() / GATE_FOLDER
+    if not (folder / "metadata.json").is_file():
+        return None
+    return _gate(str(folder), _stamp(folder))
+
+
+@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
+def _verdict(gate_key: str, digest: str, _gate: AnatomyGate, _decoded: Decoded) -> AnatomyVerdict:
+    x = model_input(_decoded.radiograph, _gate.preprocess_config, _decoded.data)
+    return _gate.assess(x[None])[0]
+
+
+def verdict(gate: AnatomyGate | None, decoded: Decoded) -> AnatomyVerdict | None:
+    """What the gate sees in one file (cached per file), or None without a gate."""
+    if gate is None:
+        return None
+    return _verdict(gate.metadata.model_sha256, decoded.digest, gate, decoded)
+
+
+@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
+def _ood_ratio(model_key: str, digest: str, _model: Model, _x: np.ndarray) -> float | None:
+    _, ratios = _model.predictor.score_batch(_x[None])
+    return None if ratios is None else float(ratios[0])
+
+
+def ood_ratio(model: Model, decoded: Decoded, exam: Examination) -> float | None:
+    """The image's distance to the model's training images / its threshold (None: the model has no OOD score)."""
+    return _ood_ratio(model.key, decoded.digest, model, exam.x)
 
 
 def study_prediction(model: Model, exams: list[Examination]) -> Prediction:

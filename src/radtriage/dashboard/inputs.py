@@ -7,6 +7,7 @@ uploads stay in memory (Streamlit keeps them in RAM) and are never written to di
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ import numpy as np
 import streamlit as st
 
 from radtriage import labels, radiograph, tasks
+from radtriage.anatomy import AnatomyVerdict
 from radtriage.dashboard import engine, imaging, settings
 
 UPLOAD_KEY = "uploads"
@@ -171,19 +173,32 @@ def anatomy_of(decoded: engine.Decoded) -> str | None:
     return labels.anatomy_from_body_part(decoded.metadata.body_part_examined)
 
 
-def choose_model(decoded: Sequence[engine.Decoded], example: Example | None) -> tasks.Task | None:
-    """The model's task: from the example, else from DICOM tags, else the user's choice (None until made).
-
-    The radio lists every task of the registry and always lets the user override; its default
-    follows the inputs.
-    """
-    found = {a for a in (anatomy_of(d) for d in decoded) if a}
+def suggested_task(decoded: Sequence[engine.Decoded], verdicts: Sequence[AnatomyVerdict | None],
+                   example: Example | None) -> tuple[tasks.Task | None, str]:
+    """The model the inputs call for, and why: the pixels (the anatomy gate, most images), else the
+    example's anatomy, else DICOM BodyPartExamined; (None, reason) when nothing names a model."""
+    seen = Counter(v.anatomy for v in verdicts if v is not None)
+    readable = [(n, a) for a, n in seen.most_common() if tasks.for_anatomy(a)]
+    if readable:
+        return tasks.for_anatomy(readable[0][1]), "from the pixels (anatomy check)"
     if example is not None:
-        default, why = tasks.for_anatomy(example.anatomy), "from the example's anatomy"
-    elif len(found) == 1:
-        default, why = tasks.for_anatomy(found.pop()), "from DICOM BodyPartExamined"
-    else:
-        default, why = None, None
+        return tasks.for_anatomy(example.anatomy), "from the example's anatomy"
+    found = {a for a in (anatomy_of(d) for d in decoded) if a}
+    if len(found) == 1:
+        return tasks.for_anatomy(found.pop()), "from DICOM BodyPartExamined"
+    if seen:
+        return None, "the anatomy check found no chest or upper-limb radiograph"
+    return None, "no anatomy check is installed and no DICOM body part was found"
+
+
+def choose_model(decoded: Sequence[engine.Decoded], verdicts: Sequence[AnatomyVerdict | None],
+                 example: Example | None) -> tasks.Task | None:
+    """The model's task, chosen without a click (:func:`suggested_task`) and changeable in the sidebar.
+
+    The radio lists every task of the registry; None only when nothing suggests a model and the
+    user has not chosen one.
+    """
+    default, why = suggested_task(decoded, verdicts, example)
     names = list(tasks.names())
     key = "model_" + engine.digest_of("".join(d.digest for d in decoded).encode())[:16]
     choice = st.sidebar.radio(
@@ -192,26 +207,23 @@ def choose_model(decoded: Sequence[engine.Decoded], example: Example | None) -> 
         index=names.index(default.name) if default else None,
         format_func=lambda name: tasks.get(name).label,
         key=key,
-        help="Chosen from the DICOM BodyPartExamined tag where present; otherwise choose.",
+        help="Chosen from what the images show (the anatomy check), else the DICOM body part; you can change it.",
     )
-    if why and default and choice == default.name:
+    if default and choice == default.name:
         st.sidebar.caption(f"Chosen {why}.")
     elif not default:
-        st.sidebar.caption("No DICOM body part found: choose the model for these images.")
+        st.sidebar.caption(f"No model chosen: {why}. Choose one to see its output.")
     return tasks.get(choice) if choice else None
 
 
-def body_part_warnings(decoded: Sequence[engine.Decoded], task: tasks.Task) -> list[str]:
-    """One sentence per file whose DICOM body part does not match the chosen model's anatomy."""
-    out = []
-    for d in decoded:
-        other = tasks.for_anatomy(anatomy_of(d))
-        if other is not None and other.anatomy != task.anatomy:
-            out.append(
-                f"{d.name}: its DICOM BodyPartExamined is {d.metadata.body_part_examined!r} ({other.anatomy_phrase}), "
-                f"but the {task.label} model is selected. Its output on this image is meaningless."
-            )
-    return out
+def override_checks(example: Example | None) -> bool:
+    """The sidebar toggle that shows results the anatomy check refuses (on for the bundled phantoms)."""
+    return st.sidebar.toggle(
+        "Show results the anatomy check refuses", value=example is not None,
+        key=f"force_{example.id if example else 'upload'}",
+        help="An image of another anatomy than the model's, or unlike the images it learnt from, gets no "
+             "probabilities. Turn this on to see them anyway, with a warning. The bundled examples are synthetic "
+             "phantoms, unlike the real radiographs the models learnt from, so it is on for them.")
 
 
 def choose_study_type(decoded: Sequence[engine.Decoded], example: Example | None) -> str | None:
