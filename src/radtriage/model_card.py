@@ -350,6 +350,11 @@ def _ood(meta: Mapping[str, Any]) -> list[str]:
         f"{record.get('threshold_set_on', NA)}.",
     ]
     lines += [f"- Refused: {name}: {share}" for name, share in (record.get("refused") or {}).items()]
+    gated = record.get("with_anatomy_gate") or {}
+    if gated:
+        lines += ["", "With the anatomy gate in front (`model/anatomy`), images of each held-out set refused when "
+                  "this model is asked for (wrong anatomy or out of distribution):", ""]
+        lines += [f"- {source}: {share}" for source, share in gated.items()]
     return lines + [""]
 
 

@@ -304,7 +304,26 @@ def train_gate(out: Path, data: Path | None = None, workers: int = 2) -> dict[st
     meta["routing"] = routing(out, x[held], held_table)
     (out / METADATA_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
     (out / "MODEL_CARD.md").write_text(gate_card(meta), encoding="utf-8")
+    record_in_model_cards(meta)
     return meta
+
+
+def record_in_model_cards(meta: dict[str, Any]) -> None:
+    """Copy what the whole check does with each model (the gate's routing figures) into that model's
+    metadata ``ood.with_anatomy_gate`` and its card, so each card states its own refusals."""
+    from radtriage import locations, tasks
+    from radtriage.artifact import read_metadata, update_metadata
+    from radtriage.model_card import CARD_FILE, set_ood_section
+
+    for task in tasks.TASKS.values():
+        folder = locations.model_dir() / task.model_folder
+        if not (folder / "metadata.json").is_file() or not read_metadata(folder).ood:
+            continue
+        key = f"refused by the {task.name} model when asked for"
+        figures = {source: e[key] for source, e in meta.get("routing", {}).items()}
+        metadata = update_metadata(folder, ood={**read_metadata(folder).ood, "with_anatomy_gate": figures})
+        if (folder / CARD_FILE).is_file():
+            set_ood_section(folder / CARD_FILE, metadata.to_dict())
 
 
 def cross_validated(feats: np.ndarray, y: np.ndarray, train: np.ndarray, small: np.ndarray, groups: np.ndarray,
