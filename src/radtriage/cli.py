@@ -148,7 +148,7 @@ def _evaluate_parser(sub: Any) -> None:
 
 def _predict_parser(sub: Any) -> None:
     p = sub.add_parser(
-        "predict", help="run a model on image files or folders and write a CSV or JSON table",
+        "predict", help="run the models (each image sent to its model by the anatomy gate) on files or folders; CSV or JSON",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run the models on DICOM/PNG/JPEG files and folders (searched recursively) and write one row "
                     "per image: calibrated probability and flag (probability >= the model's threshold) per "
