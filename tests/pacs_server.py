@@ -13,8 +13,11 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 import requests
 
 from dashboard_support import free_port
@@ -32,6 +35,20 @@ def orthanc_missing() -> str | None:
     if not DICOMWEB_PLUGIN.is_file():
         return f"the Orthanc DICOMweb plugin is missing ({DICOMWEB_PLUGIN}; Debian package orthanc-dicomweb)"
     return None
+
+
+@contextmanager
+def running_orthanc(folder: Path) -> Iterator[OrthancServer]:
+    """A started Orthanc in ``folder``, stopped on leaving (the test skips where none can run)."""
+    reason = orthanc_missing()
+    if reason:
+        pytest.skip(reason)
+    server = OrthancServer(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 class OrthancServer:

@@ -57,6 +57,14 @@ def _hand_pixels(i: int) -> np.ndarray:
     return np.round(render_limb("XR_HAND", 600 + i, view=i, size=256, abnormality="fracture").image * 255).astype(np.uint8)
 
 
+def page_pixels(i: int = 0) -> np.ndarray:
+    """A rendered text page, screenshot or gray "photo" (by ``i % 3``): not a radiograph, as a scanned form
+    sent as DX would be (the anatomy gate's own renderer, another seed than its training's)."""
+    from radtriage.runs.anatomy import render_non_radiograph
+
+    return np.round(render_non_radiograph(i, 9_181) * 255).astype(np.uint8)
+
+
 def _patient(ds: Dataset, study_uid: str, series_uid: str, number: int) -> None:
     for keyword, value in PHI.items():
         setattr(ds, keyword, value)
@@ -135,4 +143,14 @@ def hand_study(i: int = 0) -> Study:
     study = Study(generate_uid(), kind="hand")
     for view in range(2):
         study.files.append(radiograph(_hand_pixels(i + view), study.uid, view + 1, modality="DX", body_part="HAND"))
+    return study
+
+
+def mixed_hand_study() -> Study:
+    """A study whose every instance says Body Part Examined HAND: two hand views, a rendered page sent as DX
+    (image 3: no model reads it) and a chest radiograph (image 4: the gate sends it to the chest model)."""
+    study = hand_study(0)
+    study.files.append(radiograph(page_pixels(0), study.uid, 3, modality="DX", body_part="HAND"))
+    study.files.append(radiograph(_chest_pixels(0), study.uid, 4, modality="DX", body_part="HAND"))
+    study.kind = "mixed"
     return study

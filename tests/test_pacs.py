@@ -19,7 +19,7 @@ import requests
 
 import pacs_studies
 from dicom_fixtures import PHI
-from pacs_server import PASSWORD, USER, OrthancServer, orthanc_missing
+from pacs_server import PASSWORD, USER, OrthancServer, running_orthanc
 from radtriage import cli
 from radtriage.pacs import analysis, client, findings, run
 
@@ -34,13 +34,8 @@ IDENTITY_KEYWORDS = {"PatientName", "PatientID", "PatientBirthDate", "AccessionN
 @pytest.fixture(scope="session")
 def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]:
     """One Orthanc for the session (tests empty it first)."""
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc"))
-    server.start()
-    yield server
-    server.stop()
+    with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
+        yield server
 
 
 @pytest.fixture
@@ -285,14 +280,40 @@ def test_an_unreadable_image_gets_its_row_and_the_batch_goes_on(pacs: OrthancSer
     assert all(r.detail.endswith(".") and "\n" not in r.detail for r in summary.rows)
 
 
+def sr_texts(sr: pydicom.Dataset) -> list[str]:
+    return [i.TextValue for i in findings._walk(sr.ContentSequence) if i.get("ValueType") == "TEXT"]
+
+
+def test_the_anatomy_gate_picks_each_images_model_and_its_refusal_is_a_row_and_in_the_sr(pacs: OrthancServer) -> None:
+    """A rendered page in a HAND study is refused with the gate's sentence; the chest image beside it is read by
+    the chest model whatever its tag says; the hand views still make the study's upper-limb verdict."""
+    study = pacs_studies.mixed_hand_study()
+    upload(pacs, study)
+    before = pacs.instance_files()
+    summary = run.run(client.connect(pacs.url), progress=False)
+    sid = run.short_id(study.uid)
+    rows = {r.image: r for r in summary.rows if r.study == sid}
+    assert set(rows) == {"", "image 3"} and rows[""].status == "written", rows
+    refusal = rows["image 3"]
+    assert refusal.status == "refused" and refusal.detail.startswith("This does not look like a radiograph")
+    assert (summary.images_read, summary.images_not_read) == (3, 1)
+    sr = by_study(new_objects(before, pacs.instance_files()), study, "SR")[0]
+    assert findings.models_of(sr) == {f"{t}={analysis.current_identities()[t]}" for t in ("chest", "mura")}
+    texts = sr_texts(sr)
+    assert f"anatomy check: refused: {refusal.detail}" in " ".join(texts)
+    assert any(t.startswith("anatomy check: a chest radiograph") and "Body Part Examined says HAND" in t for t in texts)
+    items = list(findings._walk(sr.ContentSequence))
+    read_flags = [i.ConceptCodeSequence[0].CodeMeaning for i in items if i.get("ValueType") == "CODE"
+                  and i.ConceptNameCodeSequence[0].CodeValue == findings._READ_BY_MODEL.value]
+    assert sorted(read_flags) == ["No", "Yes", "Yes", "Yes"]
+    probs = [i for i in items if i.get("ValueType") == "NUM" and i.ConceptNameCodeSequence[0].CodeMeaning == "Probability"]
+    assert len(probs) == len(analysis.predictor("chest").classes) + 1  # the chest image's classes + one study verdict
+    assert "2 images' probabilities" in " ".join(texts)  # the upper-limb mean is over the two hand views only
+
+
 def test_server_stopped_mid_batch_resumes_with_nothing_lost_or_duplicated(tmp_path: Path,
                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    reason = orthanc_missing()
-    if reason:
-        pytest.skip(reason)
-    server = OrthancServer(tmp_path)
-    server.start()
-    try:
+    with running_orthanc(tmp_path) as server:
         studies = [pacs_studies.chest_study(i) for i in range(3)]
         upload(server, *studies)
         originals = server.instance_files()
@@ -319,8 +340,6 @@ def test_server_stopped_mid_batch_resumes_with_nothing_lost_or_duplicated(tmp_pa
         written = new_objects(originals, after)
         for study in studies:
             assert len(by_study(written, study, "SR")) == 1
-    finally:
-        server.stop()
 
 
 # ----------------------------------------------------------------------------------- no server needed

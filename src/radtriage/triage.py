@@ -102,7 +102,9 @@ def decide(verdict: AnatomyVerdict | None, task: tasks.Task, ood_ratio: float | 
 
 def no_model(verdict: AnatomyVerdict) -> str:
     """The sentence for an image that no model reads (automatic mode)."""
-    return (f"This looks like {verdict.phrase} (gate probability {verdict.probability:.2f}); "
+    seen = ("This does not look like a radiograph" if verdict.anatomy == "not a radiograph"
+            else f"This looks like {verdict.phrase}")
+    return (f"{seen} (gate probability {verdict.probability:.2f}); "
             "no model here reads it (chest and upper-limb radiographs only).")
 
 
@@ -111,8 +113,10 @@ def tag_conflict(body_part: str | None, verdict: AnatomyVerdict | None) -> str:
     hint = labels.anatomy_from_body_part(body_part)
     if verdict is None or hint is None or hint == verdict.anatomy:
         return ""
-    return (f"The DICOM tag Body Part Examined says {body_part.strip().upper()}, but the pixels look like "
-            f"{verdict.phrase} (gate probability {verdict.probability:.2f}): the pixels decide.")
+    seen = ("do not look like a radiograph" if verdict.anatomy == "not a radiograph"
+            else f"look like {verdict.phrase}")
+    return (f"The DICOM tag Body Part Examined says {body_part.strip().upper()}, but the pixels {seen} "
+            f"(gate probability {verdict.probability:.2f}): the pixels decide.")
 
 
 class Triage:

@@ -1,9 +1,12 @@
 """The analysis of one study's radiographs: which model read each image, the verdicts, the overlay.
 
-:func:`analyse_study` is the one seam between the PACS job and the models. It reads each image with the
-model of its anatomy (:func:`_read_images`), then makes the verdicts by the task registry's unit:
-one per image for the chest model, one per study for the upper-limb model (the mean of the study's
-images, :func:`radtriage.contract.study_mean`), and the Grad-CAM overlay of the top flagged finding.
+:func:`analyse_study` is the one seam between the PACS job and the models. Each image goes through the
+anatomy gate (:class:`radtriage.triage.Triage`, as in the CLI and the dashboard): the gate picks its
+model from the pixels (DICOM Body Part Examined is only a hint), and an image of no model's anatomy,
+not a radiograph, or out of its model's distribution is refused with one sentence and left out of the
+findings. The verdicts then follow the task registry's unit: one per image for the chest model, one
+per study for the upper-limb model (the mean of the study's shown images,
+:func:`radtriage.contract.study_mean`), and the Grad-CAM overlay of the top flagged finding.
 
 Models run on the Keras backend: the overlay needs Grad-CAM's gradients, which only Keras has, and
 one loaded model then serves both. They are loaded once per process (:func:`predictor`).
@@ -19,34 +22,16 @@ from typing import Any
 
 import numpy as np
 
-from radtriage import contract, labels, locations, radiograph, tasks
+from radtriage import contract, locations, radiograph, tasks, triage
 from radtriage.artifact import ArtifactError
 from radtriage.predictor import Prediction
 
 OVERLAY_MAX_SIDE = 1024  # pixels: the overlay is for viewing; a 3000-px RGB copy would weigh 27 MB
 
 
-@dataclass(frozen=True)
-class ImageRead:
-    """How one image was read (the fields of the anatomy gate's ``triage.ImageResult``).
-
-    Attributes:
-        name: display name ("image 2").
-        status: "ok" | "refused" | "error".
-        message: one sentence when ``status`` is not "ok", else "".
-        task: the task whose model read it, or None.
-        prediction: the image's prediction when read, else None.
-        warnings: one-sentence notes.
-        model_input: the (S, S, 1) model input, for Grad-CAM; None when not read.
-    """
-
-    name: str
-    status: str
-    message: str
-    task: str | None
-    prediction: Prediction | None
-    warnings: tuple[str, ...] = ()
-    model_input: np.ndarray | None = None
+# How one image was read: the triage's result (status "ok", "refused" or "error", its sentence, the
+# gate's verdict, the prediction and the model input for Grad-CAM).
+ImageRead = triage.ImageResult
 
 
 @dataclass(frozen=True)
@@ -115,20 +100,24 @@ def _folder(task: str) -> Path:
     return locations.model_dir() / tasks.get(task).model_folder
 
 
-@functools.lru_cache(maxsize=4)
-def _predictor_at(directory: str) -> Any:
-    from radtriage.inference import Predictor  # TensorFlow: only when a study is actually read
+@functools.lru_cache(maxsize=2)
+def _triage_at(model_root: str) -> triage.Triage:
+    # keyed by the model root: the Triage reads locations.model_dir() when made, so a new root is a new one
+    return triage.Triage(backend="keras")
 
-    return Predictor.from_dir(directory)
+
+def gate() -> triage.Triage:
+    """The triage (anatomy gate + models on Keras) of the models under :func:`locations.model_dir`, made once."""
+    return _triage_at(str(locations.model_dir()))
 
 
 def predictor(task: str) -> Any:
-    """The Keras predictor of ``task``'s model under :func:`radtriage.locations.model_dir`, loaded once.
+    """The Keras predictor of ``task``'s model (:meth:`radtriage.triage.Triage.predictor`), loaded once.
 
     Raises:
         ArtifactError: the model cannot be used (one sentence).
     """
-    return _predictor_at(str(_folder(task)))
+    return gate().predictor(task)
 
 
 def identity(task: str) -> ModelIdentity:
@@ -154,28 +143,30 @@ def current_identities() -> dict[str, str]:
 # ------------------------------------------------------------------------------------- reading
 
 
-def _read_one(name: str, data: bytes) -> ImageRead:
-    """Read one image with the model of the anatomy its DICOM header names."""
-    try:
-        rg = radiograph.load(data, name=name)
-    except radiograph.RadiographError as e:
-        return ImageRead(name, "error", str(e), None, None)
-    anatomy = labels.anatomy_from_body_part(rg.metadata.body_part_examined)
-    task = tasks.for_anatomy(anatomy)
-    if task is None:
-        return ImageRead(name, "refused", "Its body part is not one that a model here reads (chest or upper limb).",
-                         None, None, rg.warnings)
-    try:
-        model = predictor(task.name)
-    except ArtifactError as e:
-        return ImageRead(name, "error", f"The {task.name} model cannot be used: {e}", task.name, None, rg.warnings)
-    x = model.prepare_input(rg)
-    return ImageRead(name, "ok", "", task.name, model.predict(x), rg.warnings, x)
-
-
 def _read_images(sources: Sequence[tuple[str, bytes]]) -> list[ImageRead]:
-    """Read each image (the anatomy gate's place: it will choose the model from the pixels)."""
-    return [_read_one(name, data) for name, data in sources]
+    """Each image through the anatomy gate and the model it picks, in order (refusals included)."""
+    return gate().read(sources)
+
+
+def anatomy_line(read: ImageRead) -> str:
+    """What the anatomy check made of one image, in one or two sentences (for the SR and the page).
+
+    E.g. "anatomy check: a chest radiograph (gate probability 0.99); read by the chest model." or
+    "anatomy check: refused: This does not look like a radiograph (...)". A note that DICOM Body Part
+    Examined disagrees with the pixels follows when there is one.
+    """
+    if read.status == triage.ERROR:
+        return f"not read: {read.message}"
+    if read.status == triage.REFUSED:
+        line = f"anatomy check: refused: {read.message}"
+    elif read.anatomy is None:
+        line = f"anatomy check: not made. {triage.NO_GATE}"
+    else:
+        model = tasks.get(read.task).model_phrase if read.task else "no model"
+        line = (f"anatomy check: {read.anatomy.phrase} (gate probability {read.anatomy.probability:.2f}); "
+                f"read by {model}.")
+    conflicts = [w for w in read.warnings if w.startswith("The DICOM tag Body Part Examined")]
+    return " ".join([line, *conflicts])
 
 
 def _verdicts(reads: Sequence[ImageRead]) -> list[Verdict]:
@@ -254,8 +245,8 @@ def analyse_study(sources: Sequence[tuple[str, bytes]]) -> StudyAnalysis:
         sources: (display name, DICOM file bytes) of each image instance of the study.
 
     Returns:
-        :class:`StudyAnalysis`; an image that could not be read has a read with status "refused" or
-        "error" and its sentence, and the others are still read.
+        :class:`StudyAnalysis`; an image the anatomy gate refuses (status "refused") or that could not be
+        loaded ("error") has its sentence, is in no verdict, and the others are still read.
     """
     reads = _read_images(sources)
     verdicts = _verdicts(reads)

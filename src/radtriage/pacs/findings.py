@@ -2,7 +2,9 @@
 
 - a Comprehensive SR, TID 1500 "Imaging Measurement Report": one measurement group per verdict and
   class (probability, threshold, flagged yes/no, the model as TID 4019 Algorithm Identification with
-  its SHA-256) and one study-verdict group per model, each stating that it is for research use only;
+  its SHA-256), one study-verdict group per model, each stating that it is for research use only, and
+  one anatomy-check group per image (read by a model yes/no and the gate's sentence), so a reader
+  sees why an image has no finding;
 - a Secondary Capture of the Grad-CAM overlay of the top flagged finding, DERIVED/SECONDARY, with
   "RESEARCH USE ONLY" burnt into its pixels and written in its comments.
 
@@ -27,7 +29,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
 from radtriage import labels
-from radtriage.pacs.analysis import ModelIdentity, StudyAnalysis, Verdict
+from radtriage.pacs.analysis import ImageRead, ModelIdentity, StudyAnalysis, Verdict, anatomy_line
 
 SR_DESCRIPTION = "radtriage findings - research use only"
 SC_DESCRIPTION = "radtriage Grad-CAM overlay - research use only"
@@ -50,6 +52,8 @@ _CLASS_CODES = {
 }
 _FLAGGED = hd.sr.CodedConcept("RT001", SCHEME, "Flagged (probability at or above threshold)")
 _STUDY_FLAGGED = hd.sr.CodedConcept("RT002", SCHEME, "Study flagged by the model")
+_ANATOMY_CHECK = hd.sr.CodedConcept("RT003", SCHEME, "Anatomy check")
+_READ_BY_MODEL = hd.sr.CodedConcept("RT004", SCHEME, "Read by a model (passed the anatomy check)")
 _NO_UNITS = codes.UCUM.NoUnits
 _PROCEDURE = codes.SCT.PlainRadiography
 _SITES = {"chest": codes.SCT.Chest, "mura": codes.SCT.UpperLimb}
@@ -150,12 +154,24 @@ def _study_group(task: str, verdicts: Sequence[Verdict], model: ModelIdentity, n
     return group
 
 
+def _anatomy_group(read: ImageRead, original: Dataset) -> hd.sr.MeasurementsAndQualitativeEvaluations:
+    """An image's anatomy check: read by a model or not, and the gate's sentence (why, when refused)."""
+    group = hd.sr.MeasurementsAndQualitativeEvaluations(
+        tracking_identifier=hd.sr.TrackingIdentifier(identifier=f"{read.name}: anatomy check"[:64]),
+        finding_type=_ANATOMY_CHECK,
+        qualitative_evaluations=[hd.sr.QualitativeEvaluation(_READ_BY_MODEL, _yes_no(read.prediction is not None))],
+        source_images=[hd.sr.SourceImageForMeasurementGroup.from_source_image(original)],
+    )
+    _comment(group, anatomy_line(read))
+    return group
+
+
 def build_sr(analysis: StudyAnalysis, originals: Sequence[Dataset], ids: Uids) -> hd.sr.ComprehensiveSR:
     """The findings SR of a study.
 
     Args:
         analysis: the study's verdicts and models.
-        originals: the image datasets, indexed as the verdicts' images (pixel data not needed).
+        originals: the image datasets, one per read, in order (pixel data not needed).
         ids: from :func:`uids`.
     """
     names = [r.name for r in analysis.reads]
@@ -166,16 +182,16 @@ def build_sr(analysis: StudyAnalysis, originals: Sequence[Dataset], ids: Uids) -
         groups.append(_study_group(task, mine, model, names, analysis.overlay_note))
         for v in mine:
             groups.extend(_class_groups(v, model, originals, names))
+    groups.extend(_anatomy_group(read, original) for read, original in zip(analysis.reads, originals))
     device = hd.sr.DeviceObserverIdentifyingAttributes(
         uid=generate_uid(entropy_srcs=["radtriage", models_key(analysis.models)]), name="radtriage",
         manufacturer_name=MANUFACTURER, model_name=", ".join(m.name for m in analysis.models)[:64])
     context = hd.sr.ObservationContext(observer_device_context=hd.sr.ObserverContext(
         observer_type=codes.DCM.Device, observer_identifying_attributes=device))
-    used = sorted({i for v in analysis.verdicts for i in v.images})
     report = hd.sr.MeasurementReport(observation_context=context, procedure_reported=_PROCEDURE,
                                      imaging_measurements=groups)
     sr = hd.sr.ComprehensiveSR(
-        evidence=[originals[i] for i in used], content=report[0], series_instance_uid=ids.sr_series,
+        evidence=list(originals), content=report[0], series_instance_uid=ids.sr_series,
         series_number=SR_SERIES_NUMBER, sop_instance_uid=ids.sr_instance, instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True, is_final=False, is_verified=False,
         series_description=SR_DESCRIPTION)
