@@ -13,17 +13,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "src"))
 import streamlit as st  # noqa: E402
 
 from radtriage import locations  # noqa: E402
-from radtriage.dashboard import checks, engine, inputs, settings, views  # noqa: E402
+from radtriage.dashboard import checks, engine, inputs, pacs_source, settings, views  # noqa: E402
 
 st.set_page_config(page_title="radtriage", page_icon="🩻", layout="wide")
+engine.warm_up()  # TensorFlow and the models load in the background while the page renders
 views.header()
 
 examples = inputs.load_examples(str(locations.examples_dir()))
-items = inputs.sidebar(examples)
+from_pacs = inputs.source() == inputs.PACS
+items = pacs_source.sidebar() if from_pacs else inputs.sidebar(examples)
 st.sidebar.caption(settings.NOTICE)
 if not items:
-    views.welcome()
-    inputs.gallery(examples)
+    if not from_pacs:  # the PACS source shows its study list (or why there is none) instead
+        views.welcome()
+        inputs.gallery(examples)
     st.stop()
 
 example = inputs.example_of(items)

@@ -20,6 +20,8 @@ from radtriage.dashboard import engine, imaging, settings
 
 UPLOAD_KEY = "uploads"
 EXAMPLE_KEY = "example"
+SOURCE_KEY = "source"
+FILES, PACS = "Files and examples", "PACS"
 PHANTOM_NOTE = "synthetic phantom (made by radtriage's generator; not a patient image)"
 
 
@@ -117,6 +119,14 @@ def example_items(example: Example) -> list[Item]:
 
 def _pick(example_id: str) -> None:
     st.session_state[EXAMPLE_KEY] = example_id
+
+
+def source() -> str:
+    """The sidebar's source choice: uploads and bundled examples (:func:`sidebar`), or a PACS
+    (:mod:`radtriage.dashboard.pacs_source`)."""
+    return st.sidebar.radio("Source", (FILES, PACS), key=SOURCE_KEY, horizontal=True,
+                            help="PACS: studies of the DICOMweb server configured in .streamlit/secrets.toml "
+                                 "or the environment, as for 'radtriage pacs run'.")
 
 
 def sidebar(examples: Sequence[Example]) -> list[Item]:

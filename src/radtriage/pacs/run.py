@@ -47,8 +47,10 @@ IMAGE_CLASSES = frozenset({ComputedRadiographyImageStorage, DigitalXRayImageStor
 # QIDO-RS attribute tags
 STUDY_UID, SERIES_UID, SOP_UID, SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
 MODALITY, SERIES_DESCRIPTION, SERIES_NUMBER, INSTANCE_NUMBER = "00080060", "0008103E", "00200011", "00200013"
+STUDY_DATE, STUDY_TIME, MODALITIES_IN_STUDY, BODY_PART = "00080020", "00080030", "00080061", "00180015"
 INSTANCE_FIELDS = ["SOPClassUID", "Modality", "SeriesDescription", "SeriesNumber", "InstanceNumber"]
 PAGE = 200  # QIDO-RS results per request
+ALREADY_DONE = "Already read by the current models (its findings SR is on the PACS)."
 
 Analyse = Callable[[Sequence[tuple[str, bytes]]], analysis.StudyAnalysis]
 
@@ -123,6 +125,23 @@ def _value(obj: dict[str, Any], tag: str, default: Any = None) -> Any:
 # ----------------------------------------------------------------------------------- querying
 
 
+def _query_studies(client: Any, since: datetime.date | None, modalities: Sequence[str], study_uids: Sequence[str],
+                   fields: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """QIDO-RS study results by UID, each once, in the server's order (see :func:`find_studies`)."""
+    if study_uids:
+        queries = [{"StudyInstanceUID": uid} for uid in study_uids]
+    else:
+        date = {"StudyDate": f"{since:%Y%m%d}-"} if since else {}
+        queries = [{"ModalitiesInStudy": m, **date} for m in modalities]
+    found: dict[str, dict[str, Any]] = {}
+    for filters in queries:
+        for study in search_all(client.search_for_studies, STUDY_UID, search_filters=filters, fields=list(fields)):
+            uid = _value(study, STUDY_UID)
+            if uid:
+                found.setdefault(uid, study)
+    return found
+
+
 def find_studies(client: Any, *, since: datetime.date | None = None,
                  modalities: Sequence[str] = DEFAULT_MODALITIES, study_uids: Sequence[str] = ()) -> list[str]:
     """Study Instance UIDs to process, in the server's order, each once.
@@ -133,16 +152,46 @@ def find_studies(client: Any, *, since: datetime.date | None = None,
         modalities: only studies holding a series of one of these modalities.
         study_uids: these studies only (date and modality filters then do not apply to the query).
     """
-    if study_uids:
-        queries = [{"StudyInstanceUID": uid} for uid in study_uids]
-    else:
-        date = {"StudyDate": f"{since:%Y%m%d}-"} if since else {}
-        queries = [{"ModalitiesInStudy": m, **date} for m in modalities]
-    found: dict[str, None] = {}
-    for filters in queries:
-        for study in search_all(client.search_for_studies, STUDY_UID, search_filters=filters, fields=["StudyInstanceUID"]):
-            found.setdefault(_value(study, STUDY_UID), None)
-    return [uid for uid in found if uid]
+    return list(_query_studies(client, since, modalities, study_uids, ["StudyInstanceUID"]))
+
+
+@dataclass(frozen=True)
+class StudyEntry:
+    """A study as a list shows it: its date, modalities, radiographs' body parts and :func:`short_id`.
+
+    Attributes:
+        uid: the Study Instance UID, to open it (never shown: ``repr`` hides it).
+        id: :func:`short_id` of the UID, what the page and the CLI's rows show.
+        date: "YYYY-MM-DD", or "" when the study has none.
+        modalities: the study's modalities (ModalitiesInStudy).
+        body_parts: Body Part Examined of its radiograph series, as tagged (the anatomy gate decides).
+    """
+
+    uid: str = field(repr=False)
+    id: str
+    date: str
+    modalities: tuple[str, ...]
+    body_parts: tuple[str, ...]
+
+
+def recent_studies(client: Any, *, since: datetime.date | None = None,
+                   modalities: Sequence[str] = DEFAULT_MODALITIES, limit: int = 50) -> list[StudyEntry]:
+    """The newest ``limit`` studies holding a radiograph of ``modalities`` (by study date and time), newest first.
+
+    One QIDO-RS series query per study listed gives its body parts; nothing identifying the patient is asked for.
+    """
+    found = _query_studies(client, since, modalities, (), ["StudyDate", "StudyTime", "ModalitiesInStudy"])
+    newest = sorted(found.items(), reverse=True,
+                    key=lambda kv: (str(_value(kv[1], STUDY_DATE, "")), str(_value(kv[1], STUDY_TIME, ""))))
+    return [_entry(client, uid, study, modalities) for uid, study in newest[:limit]]
+
+
+def _entry(client: Any, uid: str, study: dict[str, Any], modalities: Sequence[str]) -> StudyEntry:
+    series = client.search_for_series(study_instance_uid=uid, fields=["BodyPartExamined"])
+    parts = {str(_value(s, BODY_PART, "")).strip().upper() for s in series if _value(s, MODALITY) in modalities}
+    date = str(_value(study, STUDY_DATE, ""))
+    return StudyEntry(uid, short_id(uid), f"{date[:4]}-{date[4:6]}-{date[6:8]}" if len(date) == 8 else "",
+                      tuple(study.get(MODALITIES_IN_STUDY, {}).get("Value") or ()), tuple(sorted(parts - {""})))
 
 
 def _instances(client: Any, study_uid: str) -> list[dict[str, Any]]:
@@ -179,6 +228,32 @@ def _file_bytes(ds: pydicom.Dataset) -> bytes:
 def _retrieve(client: Any, study_uid: str, instance: dict[str, Any]) -> pydicom.Dataset:
     return client.retrieve_instance(study_uid, _value(instance, SERIES_UID), _value(instance, SOP_UID),
                                     media_types=(("application/dicom", "*"),))
+
+
+def retrieve_radiographs(client: Any, study_uid: str, listing: Iterable[dict[str, Any]],
+                         modalities: Sequence[str] = DEFAULT_MODALITIES) -> list[pydicom.Dataset]:
+    """The study's radiographs (:func:`radiographs` of its ``listing``), retrieved over WADO-RS in series order."""
+    return [_retrieve(client, study_uid, i) for i in radiographs(listing, modalities)]
+
+
+def sources_of(originals: Sequence[pydicom.Dataset]) -> list[tuple[str, bytes]]:
+    """(display name, DICOM file bytes) per image: "image N" by its place in the study, never a DICOM value."""
+    return [(f"image {n}", _file_bytes(ds)) for n, ds in enumerate(originals, 1)]
+
+
+def fetch_study(client: Any, study_uid: str, modalities: Sequence[str] = DEFAULT_MODALITIES) -> list[tuple[str, bytes]]:
+    """A study's radiographs as :func:`sources_of` pairs (QIDO-RS listing, then WADO-RS), for a viewer."""
+    return sources_of(retrieve_radiographs(client, study_uid, _instances(client, study_uid), modalities))
+
+
+def is_done(client: Any, study_uid: str, listing: Iterable[dict[str, Any]], current: set[str]) -> bool:
+    """True when the study holds a findings SR made by the ``current`` models ("task=sha256") or a subset."""
+    return any(made and made <= current for made in done_by(client, study_uid, listing))
+
+
+def current_models() -> set[str]:
+    """The models this installation uses, as "task=sha256" strings (metadata.json only; loads nothing)."""
+    return {f"{task}={sha}" for task, sha in analysis.current_identities().items()}
 
 
 # ----------------------------------------------------------------------------------- one study
@@ -218,13 +293,12 @@ class _Job:
 
     def _study(self, uid: str, sid: str) -> tuple[str, str]:
         listing = _instances(self.client, uid)
-        if any(made and made <= self.current for made in done_by(self.client, uid, listing)):
-            return "skipped", "Already read by the current models (its findings SR is on the PACS)."
-        images = radiographs(listing, self.modalities)
-        if not images:
+        if is_done(self.client, uid, listing, self.current):
+            return "skipped", ALREADY_DONE
+        originals = retrieve_radiographs(self.client, uid, listing, self.modalities)
+        if not originals:
             return "skipped", f"No {' or '.join(self.modalities)} radiograph in this study."
-        originals = [_retrieve(self.client, uid, i) for i in images]
-        result = self.analyse([(f"image {n}", _file_bytes(ds)) for n, ds in enumerate(originals, 1)])
+        result = self.analyse(sources_of(originals))
         self._image_rows(sid, result)
         if not result.verdicts:
             return "failed", "No radiograph of this study could be read (see its image rows)."
@@ -282,8 +356,7 @@ def run(client: Any, *, since: datetime.date | None = None, modalities: Sequence
             summary.rows.append(Row(short_id(missing), "", "failed", "The PACS holds no study with this UID."))
             summary.failed += 1
             summary.studies += 1
-    job = _Job(client, tuple(modalities), dry_run, analyse or analysis.analyse_study, summary,
-               {f"{task}={sha}" for task, sha in analysis.current_identities().items()})
+    job = _Job(client, tuple(modalities), dry_run, analyse or analysis.analyse_study, summary, current_models())
     for uid in tqdm(uids, desc="pacs", unit="study", file=stream or sys.stderr, disable=not progress):
         job.study(uid)
     summary.seconds = time.perf_counter() - start
