@@ -389,6 +389,31 @@ def use_model(at: AppTest, task: str) -> AppTest:
     return at
 
 
+def test_the_examination_computes_only_the_heatmaps_that_are_drawn(strict_dir: Path, model_dir: Path,
+                                                                   monkeypatch) -> None:
+    """A new file costs one graph call (probabilities, OOD ratio, a heatmap) when nothing is flagged;
+    the default class's heatmap, computed or asked for later, is the graph's own map."""
+    from radtriage import tasks
+    from radtriage.dashboard import engine
+
+    for i, (folder, flagged) in enumerate(((strict_dir, False), (model_dir, True))):
+        monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(folder))
+        model = engine.get_model(tasks.get("chest"))
+        calls = []
+        real = model.predictor.predict_and_explain
+        monkeypatch.setattr(model.predictor, "predict_and_explain", lambda *a, **k: calls.append(a) or real(*a, **k))
+        data = png_bytes(np.asarray(smooth_texture(96, 80, 255, seed=10 + i), np.uint8))
+        decoded = engine.decode("t.png", data)
+        exam = engine.examine(model, decoded)
+        assert len(calls) == 1 if not flagged else 1 <= len(calls) <= 2
+        assert flagged == bool(exam.prediction.flagged) and (exam.heatmap is not None or not flagged)
+        assert exam.ood_ratio is None and engine.ood_ratio(model, decoded, exam) is None  # stand-ins: no OOD file
+        own = real(exam.x, exam.default_class)
+        heat, _ = engine.heatmap(model, decoded, exam, exam.default_class)
+        np.testing.assert_array_equal(heat, own.heatmap)
+        assert exam.probs == pytest.approx(own.prediction.vector(), abs=1e-6)
+
+
 def test_nothing_flagged_means_no_heatmap_and_one_sentence_why(strict_dir: Path, monkeypatch) -> None:
     at = open_app(strict_dir, monkeypatch)
     at.selectbox(key="example").set_value("chest_02_cardiomegaly")

@@ -95,6 +95,32 @@ def test_predict_and_explain_in_one_call(model, x, tmp_path) -> None:
     assert p._gradcam.tracing_count == 1  # new classes do not retrace
 
 
+def test_the_ood_ratio_comes_from_the_grad_cam_call_and_equals_the_separate_pass() -> None:
+    """The shipped chest model (features layer + OOD statistics): one graph call gives the same
+    probabilities and OOD ratio as ``score_batch``'s separate forward pass."""
+    from radtriage import radiograph
+
+    shipped = Path(__file__).resolve().parents[1] / "model" / "chest"
+    if not (shipped / "model.h5").is_file():
+        pytest.skip("model/chest is not installed")
+    p = Predictor.from_dir(shipped)
+    if p.ood is None:
+        pytest.skip("the shipped chest model carries no OOD statistics")
+    phantom = radiograph.load(Path(__file__).resolve().parents[1] / "app_images" / "chest_03_pleural_effusion.png")
+    inputs = [p.prepare_input(phantom), np.random.default_rng(5).random(p.input_shape).astype(np.float32)]
+    for x in inputs:
+        probs, ratios = p.score_batch(x[None])
+        for class_index in (None, 3):
+            out = p.predict_and_explain(x, class_index)
+            assert out.ood_ratio == pytest.approx(float(ratios[0]), rel=1e-4)
+            assert out.prediction.vector() == pytest.approx(probs[0].astype(np.float64), abs=1e-6)
+    assert p._gradcam.tracing_count == 1
+
+
+def test_without_ood_statistics_there_is_no_ratio(model, x, tmp_path) -> None:
+    assert make_predictor(model, tmp_path).predict_and_explain(x[0]).ood_ratio is None
+
+
 def test_heatmap_follows_the_evidence(tmp_path) -> None:
     """A hand-set model: class 0 = brightness. Its heatmap must peak where the image is bright."""
     model = build_model("small_cnn", SIZE, 2, width=4, depth=1, dropout=0.0)

@@ -49,6 +49,8 @@ class GradCamResult:
             image's most probable class).
         scores: (N, C) float32, the outputs that were differentiated: the logits when
             ``GradCam.target == "logits"``, else ``probs``.
+        extra: (N, ...) output of the ``extra_layer`` given to :class:`GradCam` (e.g. the features
+            the out-of-distribution score reads), from the same forward pass; None without one.
     """
 
     probs: np.ndarray
@@ -56,6 +58,7 @@ class GradCamResult:
     degenerate: np.ndarray
     class_index: np.ndarray
     scores: np.ndarray
+    extra: np.ndarray | None = None
 
     def __iter__(self):  # allows ``probs, heatmaps, degenerate = gradcam(x, c)``
         return iter((self.probs, self.heatmaps, self.degenerate))
@@ -73,13 +76,15 @@ class GradCam:
         rank_temperatures: (C,) positive per-class temperatures by which "the most probable class"
             is ranked (``argmax(score / T)``, the order of the calibrated probabilities); None ranks
             the raw scores.
+        extra_layer: a layer whose output is returned too (:attr:`GradCamResult.extra`), so a
+            caller needing it (the OOD score's features) pays no second forward pass; None: none.
 
     Call with ``x`` (N, S, S, channels) float32 in [0, 1] and a class index in [0, C), or None
     for each image's most probable class.
     """
 
     def __init__(self, model: keras.Model, layer_name: str = GRADCAM_LAYER, use_logits: bool = True,
-                 rank_temperatures: np.ndarray | None = None) -> None:
+                 rank_temperatures: np.ndarray | None = None, extra_layer: str | None = None) -> None:
         try:
             features = model.get_layer(layer_name).output
         except ValueError:
@@ -90,7 +95,11 @@ class GradCam:
         self.target = "logits" if use_logits and LOGITS_LAYER in names else "probabilities"
         score = model.get_layer(LOGITS_LAYER).output if self.target == "logits" else model.output
         self.model = model
-        self._multi = keras.Model(model.inputs, [features, score, model.output], name="gradcam_multi")
+        outputs = [features, score, model.output]
+        self.extra_layer = extra_layer
+        if extra_layer is not None:
+            outputs.append(model.get_layer(extra_layer).output)
+        self._multi = keras.Model(model.inputs, outputs, name="gradcam_multi")
         self.input_shape = tuple(model.input_shape[1:])
         self.n_classes = int(model.output.shape[-1])
         t = np.ones(self.n_classes) if rank_temperatures is None else np.asarray(rank_temperatures, np.float64)
@@ -114,7 +123,7 @@ class GradCam:
         # so a non-finite input is caught here, explicitly, not by how NaN propagates.
         finite_input = tf.reduce_all(tf.math.is_finite(x), axis=(1, 2, 3))
         with tf.GradientTape() as tape:
-            features, score, probs = self._multi(x, training=False)
+            features, score, probs, *extra = self._multi(x, training=False)
             top = tf.cast(tf.argmax(score * self._rank_scale, axis=1), tf.int32)
             index = tf.where(class_index < 0, top, tf.fill(tf.shape(top), class_index))
             # images are independent at inference, so d(sum)/d(features) holds each image's gradient
@@ -131,7 +140,7 @@ class GradCam:
         degenerate = tf.logical_not(finite_input) | tf.logical_not(finite) | flat
         cam = tf.math.divide_no_nan(cam - lo, hi - lo)
         cam = tf.where(degenerate[:, None, None], tf.zeros_like(cam), cam)
-        return probs, tf.clip_by_value(cam, 0.0, 1.0), degenerate, index, score
+        return probs, tf.clip_by_value(cam, 0.0, 1.0), degenerate, index, score, *extra
 
     def __call__(self, x: np.ndarray, class_index: int | None = None) -> GradCamResult:
         """Probabilities and the Grad-CAM heatmap of one class (or each image's top class) per image.
@@ -154,8 +163,9 @@ class GradCam:
             raise ValueError(f"class index {class_index} is outside [0, {self.n_classes})")
         else:
             index = int(class_index)
-        probs, cams, degenerate, explained, scores = self._fn(tf.constant(x), tf.constant(index, tf.int32))
-        return GradCamResult(probs.numpy(), cams.numpy(), degenerate.numpy(), explained.numpy(), scores.numpy())
+        probs, cams, degenerate, explained, scores, *extra = self._fn(tf.constant(x), tf.constant(index, tf.int32))
+        return GradCamResult(probs.numpy(), cams.numpy(), degenerate.numpy(), explained.numpy(), scores.numpy(),
+                             extra[0].numpy() if extra else None)
 
 
 def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:

@@ -41,6 +41,8 @@ class Explanation:
         class_name: its name.
         heatmap: (S, S) float32 in [0, 1] over the model input; zeros when ``degenerate``.
         degenerate: True when the map was constant or not finite (nothing to show).
+        ood_ratio: the image's out-of-distribution ratio (:meth:`BasePredictor.score_batch`), from
+            the same graph call; None when the model has no OOD statistics or no features layer.
     """
 
     prediction: Prediction
@@ -48,6 +50,7 @@ class Explanation:
     class_name: str
     heatmap: np.ndarray
     degenerate: bool
+    ood_ratio: float | None = None
 
 
 class Predictor(BasePredictor):
@@ -76,8 +79,11 @@ class Predictor(BasePredictor):
             both = keras.Model(self.model.input, [self.model.get_layer(LOGITS_LAYER).output,
                                                   self.model.get_layer(FEATURES_LAYER).output])
             self._forward_fn = tf.function(lambda x: both(x, training=False), input_signature=signature)
-        # "the most probable class" is ranked as the calibrated probabilities rank it
-        self._gradcam = GradCam(self.model, self.metadata.gradcam_layer, rank_temperatures=self.temperatures)
+        # "the most probable class" is ranked as the calibrated probabilities rank it; the features the
+        # OOD score reads come out of the same graph call (no second forward pass)
+        extra = FEATURES_LAYER if self.ood is not None and FEATURES_LAYER in names else None
+        self._gradcam = GradCam(self.model, self.metadata.gradcam_layer, rank_temperatures=self.temperatures,
+                                extra_layer=extra)
 
     @classmethod
     def from_dir(cls, path: str | Path, custom_objects: dict[str, Any] | None = None) -> Predictor:
@@ -104,21 +110,23 @@ class Predictor(BasePredictor):
         return int(class_index)
 
     def predict_and_explain(self, image: Any, class_index: int | str | None = None) -> Explanation:
-        """Calibrated prediction and the Grad-CAM heatmap of one class, in ONE graph call.
+        """Calibrated prediction, the Grad-CAM heatmap of one class and the OOD ratio, in ONE graph call.
 
         Args:
             image: raw pixels / Radiograph, or a (S, S, 1) preprocessed input.
             class_index: class to explain (index or name); None = the most probable class.
 
         Returns:
-            :class:`Explanation` (heatmap (S, S) float32 in [0, 1] over the model input).
+            :class:`Explanation` (heatmap (S, S) float32 in [0, 1] over the model input; the OOD
+            ratio when the model has OOD statistics).
         """
         x = self._check_batch(self._as_input(image)[None])
         out = self._gradcam(x, self._class_index(class_index))
         index = int(out.class_index[0])
         probs = self.calibrate(out.scores)[0]  # the Grad-CAM target is the logits layer (checked at load)
+        ratio = None if out.extra is None else float(self.ood.ratio(out.extra)[0])
         return Explanation(self.to_prediction(probs), index, self.classes[index], out.heatmaps[0],
-                           bool(out.degenerate[0]))
+                           bool(out.degenerate[0]), ratio)
 
     def explain(self, image: Any, class_index: int | str) -> np.ndarray:
         """Grad-CAM heatmap (S, S) float32 in [0, 1] of ``class_index`` for one image."""

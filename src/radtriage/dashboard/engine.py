@@ -10,10 +10,15 @@ recomputed the heatmap even when only the opacity slider moved. Here:
 * :func:`decode` - one decoded radiograph per file content (SHA-256), shared, bounded in number. The
   model input is made from that same decode (:func:`radtriage.preprocess.model_input`); only a large
   JPEG 2000 DICOM, whose display decode is at a finer resolution level than the model's, is decoded
-  a second time, at the model's level (~10 ms).
-* :func:`examine` / :func:`heatmap` - the :class:`~radtriage.predictor.Prediction` and heatmaps per
-  (model, file hash[, class]) (``st.cache_data``): switching back to a class or moving a slider costs
-  a dictionary look-up. A study's verdict is the contract's mean of its images' probabilities.
+  a second time, at the model's level (~20 ms), once for the gate and the model together
+  (:func:`input_for`, cached per file and preprocessing).
+* :func:`examine` / :func:`heatmap` - the :class:`~radtriage.predictor.Prediction`, the OOD ratio
+  and heatmaps per (model, file hash[, class]) (``st.cache_data``): switching back to a class or
+  moving a slider costs a dictionary look-up. One graph call gives the probabilities, the OOD
+  features and a heatmap; a heatmap that would not be drawn (no flagged class) is not computed.
+  A study's verdict is the contract's mean of its images' probabilities.
+* :func:`warm_up` - TensorFlow, the models and their traced graphs load in a background thread
+  from the first page render on, so the first upload after a server start does not wait for them.
 * The opacity slider only re-blends (:func:`radtriage.dashboard.imaging.blend`), inside a fragment.
 * Streamlit calls ``keras.backend.clear_session()`` after *every* script run once Keras is imported
   (``_clean_problem_modules`` in its script runner, meant for apps that build models per run). With
@@ -28,8 +33,10 @@ so the page renders before TensorFlow has loaded.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +53,9 @@ from radtriage.model_card import CARD_FILE
 from radtriage.predictor import Prediction
 from radtriage.preprocess import PreprocessConfig, content_box, model_input
 
+_BUILD_LOCK = threading.Lock()  # Keras builds models through global state: one build at a time
+_BUILT: set[tuple[str, str]] = set()  # (folder, key) of every Predictor built in this process
+_WARMED: dict[tuple[str, str], Any] = {}  # built ahead by warm_up, not yet taken by _load's cache
 DECODE_CACHE_ENTRIES = 24  # decoded images kept (all sessions together); ~4 MB each at 1,024 px
 RESULT_CACHE_ENTRIES = 256
 
@@ -123,16 +133,20 @@ class Examination:
         x: float32 (S, S, 1) model input (the model's own preprocessing), kept for more heatmaps.
         box: (top, left, height, width) of the image inside ``x``.
         default_class: class shown first (:func:`radtriage.contract.default_class`).
-        heatmap: float32 (S, S) in [0, 1] for ``default_class``.
+        heatmap: float32 (S, S) in [0, 1] for ``default_class``, or None when that class is not
+            flagged (:func:`radtriage.contract.heatmap_class`: no heatmap is drawn, so none is computed).
         degenerate: the heatmap was NaN or constant (shown as "no localisation").
+        ood_ratio: distance to the model's training images / its threshold, from the same graph
+            call (None: the model has no OOD score).
     """
 
     prediction: Prediction
     x: np.ndarray
     box: tuple[int, int, int, int]
     default_class: int
-    heatmap: np.ndarray
+    heatmap: np.ndarray | None
     degenerate: bool
+    ood_ratio: float | None = None
 
     @property
     def probs(self) -> np.ndarray:
@@ -169,13 +183,66 @@ def _skip_streamlit_clear_session() -> None:
     backend.clear_session = clear_session
 
 
+def _build(folder: str, key: str, keep: bool = False) -> Any:
+    """A Predictor with its graph traced (a first call on zeros, so no upload pays for the tracing).
+
+    One build at a time. One built ahead by :func:`warm_up` (``keep``) is handed over once to
+    :func:`_load`'s cache instead of being built again.
+    """
+    from radtriage import inference  # deferred: TensorFlow loads here, after the first render
+
+    with _BUILD_LOCK:
+        if (folder, key) in _WARMED:
+            return _WARMED.pop((folder, key))
+        _skip_streamlit_clear_session()
+        predictor = inference.Predictor.from_dir(folder)
+        predictor.predict_and_explain(np.zeros(predictor.input_shape, np.float32))
+        _BUILT.add((folder, key))
+        if keep:
+            _WARMED[(folder, key)] = predictor
+        return predictor
+
+
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load(folder: str, key: str) -> Any:
     """The Predictor for a model folder, once per server process (``key`` invalidates on change)."""
-    from radtriage import inference  # deferred: TensorFlow loads here, after the first render
+    return _build(folder, key)
 
-    _skip_streamlit_clear_session()
-    return inference.Predictor.from_dir(folder)
+
+def _installed(task: tasks.Task) -> Path | None:
+    folder = locations.model_dir() / task.model_folder
+    return folder if all((folder / f).is_file() for f in (MODEL_FILE, METADATA_FILE)) else None
+
+
+def _warm(folders: list[Path]) -> None:
+    # no Streamlit call here: this thread belongs to no session (a session's stop would stop it)
+    for folder in folders:
+        key = (str(folder), _stamp(folder))
+        if key in _BUILT:
+            continue
+        try:
+            _build(*key, keep=True)
+        except Exception:  # noqa: BLE001 - get_model explains the failure when the model is asked for
+            continue
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _warm_up(model_dir: str) -> threading.Thread:
+    folders = [f for f in (_installed(tasks.get(n)) for n in tasks.names()) if f is not None]
+    thread = threading.Thread(target=_warm, args=(folders,), name="radtriage-warm-up", daemon=True)
+    thread.start()
+    return thread
+
+
+def warm_up() -> None:
+    """Load TensorFlow and every installed model in the background, once per server process.
+
+    Called at the top of the first run, so TensorFlow's import (seconds), the model builds and the
+    graph tracing overlap the first page render and the user's choice of a file instead of
+    following the first upload. :func:`get_model` then finds the model cached, or waits for the
+    load under way (the cache computes one value at a time).
+    """
+    _warm_up(str(locations.model_dir()))
 
 
 def get_model(task: tasks.Task) -> Model:
@@ -248,27 +315,50 @@ def decode(name: str, data: bytes, digest: str | None = None) -> Decoded | Failu
 
 
 # --- model outputs --------------------------------------------------------------------------
-def _explain(predictor: Any, x: np.ndarray, class_index: int | None) -> tuple[Prediction, int, np.ndarray, bool]:
-    """One compiled call: the prediction, the explained class, its heatmap (S, S), degenerate flag."""
+def _explain(predictor: Any, x: np.ndarray, class_index: int | None) -> Any:
+    """One compiled call: the :class:`radtriage.inference.Explanation` (prediction, explained class,
+    heatmap (S, S) float32, OOD ratio), its ``degenerate`` also true for a flat or non-finite map."""
     out = predictor.predict_and_explain(x, class_index=class_index)
     heat = np.asarray(out.heatmap, dtype=np.float32)
-    return out.prediction, int(out.class_index), heat, out.degenerate or contract.heatmap_is_degenerate(heat)
+    return dataclasses.replace(out, heatmap=heat, degenerate=out.degenerate or contract.heatmap_is_degenerate(heat))
+
+
+@st.cache_resource(show_spinner=False, max_entries=DECODE_CACHE_ENTRIES, ttl=3600)
+def _input(digest: str, config: str, _decoded: Decoded, _config: PreprocessConfig) -> np.ndarray:
+    # Resource cache, read-only: the gate and the chest model share one preprocessing, so a large
+    # JPEG 2000 file is decoded at the models' level once, not once per model.
+    x = model_input(_decoded.radiograph, _config, _decoded.data)
+    x.flags.writeable = False
+    return x
+
+
+def input_for(decoded: Decoded, config: PreprocessConfig) -> np.ndarray:
+    """The (S, S, 1) model input of a file under ``config`` (:func:`radtriage.preprocess.model_input`:
+    the display decode reused where its resolution level is the model's), cached per (file, config)."""
+    return _input(decoded.digest, json.dumps(config.to_dict(), sort_keys=True), decoded, config)
 
 
 @st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
 def _examine(model_key: str, digest: str, _model: Model, _decoded: Decoded) -> Examination:
-    # The display decode is reused as the model's input where the decode level is the same (every
-    # format but large JPEG 2000); the preprocessing is the one the CLI and training use.
-    x = model_input(_decoded.radiograph, _model.preprocess, _decoded.data)
-    # One graph call explains the most probable class; a second only when a less probable class
-    # is the top *flagged* one (thresholds differ per class).
-    prediction, explained, heat, degenerate = _explain(_model.predictor, x, None)
-    first = contract.default_class(prediction.vector(), _model.facts.thresholds, _model.facts.flaggable)
-    if explained != first:
-        _, explained, heat, degenerate = _explain(_model.predictor, x, first)
-    return Examination(prediction=prediction, x=x, box=content_box(_decoded.radiograph.pixels.shape,
-                                                                      _model.preprocess),
-                       default_class=first, heatmap=heat, degenerate=degenerate)
+    x = input_for(_decoded, _model.preprocess)
+    # One graph call: probabilities, the OOD ratio and the most probable class's heatmap. A second
+    # only when the default class (the top *flagged* one; thresholds differ per class) is another
+    # class AND is flagged: an unflagged class's heatmap is never drawn (contract.heatmap_class).
+    out = _explain(_model.predictor, x, None)
+    facts = _model.facts
+    first = contract.default_class(out.prediction.vector(), facts.thresholds, facts.flaggable)
+    heat, degenerate = out.heatmap, out.degenerate
+    if out.class_index != first:
+        drawn = contract.heatmap_class(facts.classes, out.prediction.vector(), facts.thresholds, facts.flaggable)
+        heat, degenerate = (None, False) if drawn is None else _heatmap_of(_model, x, first)
+    return Examination(prediction=out.prediction, x=x, box=content_box(_decoded.radiograph.pixels.shape,
+                                                                          _model.preprocess),
+                       default_class=first, heatmap=heat, degenerate=degenerate, ood_ratio=out.ood_ratio)
+
+
+def _heatmap_of(model: Model, x: np.ndarray, class_index: int) -> tuple[np.ndarray, bool]:
+    out = _explain(model.predictor, x, class_index)
+    return out.heatmap, out.degenerate
 
 
 def examine(model: Model, decoded: Decoded) -> Examination:
@@ -278,13 +368,12 @@ def examine(model: Model, decoded: Decoded) -> Examination:
 
 @st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
 def _heatmap(model_key: str, digest: str, class_index: int, _model: Model, _x: np.ndarray) -> tuple[np.ndarray, bool]:
-    _, _, heat, degenerate = _explain(_model.predictor, _x, class_index)
-    return heat, degenerate
+    return _heatmap_of(_model, _x, class_index)
 
 
 def heatmap(model: Model, decoded: Decoded, exam: Examination, class_index: int) -> tuple[np.ndarray, bool]:
     """Heatmap (S, S) in [0, 1] and degenerate flag for ``class_index``, cached per (model, file, class)."""
-    if class_index == exam.default_class:
+    if class_index == exam.default_class and exam.heatmap is not None:
         return exam.heatmap, exam.degenerate
     return _heatmap(model.key, decoded.digest, int(class_index), model, exam.x)
 
@@ -322,8 +411,7 @@ def get_gate() -> AnatomyGate | None:
 
 @st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
 def _verdict(gate_key: str, digest: str, _gate: AnatomyGate, _decoded: Decoded) -> AnatomyVerdict:
-    x = model_input(_decoded.radiograph, _gate.preprocess_config, _decoded.data)
-    return _gate.assess(x[None])[0]
+    return _gate.assess(input_for(_decoded, _gate.preprocess_config)[None])[0]
 
 
 def verdict(gate: AnatomyGate | None, decoded: Decoded) -> AnatomyVerdict | None:
@@ -333,15 +421,12 @@ def verdict(gate: AnatomyGate | None, decoded: Decoded) -> AnatomyVerdict | None
     return _verdict(gate.metadata.model_sha256, decoded.digest, gate, decoded)
 
 
-@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
-def _ood_ratio(model_key: str, digest: str, _model: Model, _x: np.ndarray) -> float | None:
-    _, ratios = _model.predictor.score_batch(_x[None])
-    return None if ratios is None else float(ratios[0])
-
-
 def ood_ratio(model: Model, decoded: Decoded, exam: Examination) -> float | None:
-    """The image's distance to the model's training images / its threshold (None: the model has no OOD score)."""
-    return _ood_ratio(model.key, decoded.digest, model, exam.x)
+    """The image's distance to the model's training images / its threshold (None: the model has no OOD score).
+
+    Computed in the examination's graph call (:meth:`radtriage.inference.Predictor.predict_and_explain`).
+    """
+    return exam.ood_ratio
 
 
 def study_prediction(model: Model, exams: list[Examination]) -> Prediction:
@@ -350,6 +435,11 @@ def study_prediction(model: Model, exams: list[Examination]) -> Prediction:
     return Prediction.of(list(model.facts.classes), mean, model.facts.thresholds, model.metadata.provenance)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def _metadata_json(model_key: str, _model: Model) -> str:
+    return json.dumps(_model.metadata.to_dict(), indent=1, default=str)
+
+
 def metadata_json(model: Model) -> str:
-    """The model's metadata as pretty JSON (for the model card panel)."""
-    return json.dumps(model.metadata.to_dict(), indent=1, default=str)
+    """The model's metadata as pretty JSON (for the model card panel), written once per model."""
+    return _metadata_json(model.key, model)
