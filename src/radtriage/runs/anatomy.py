@@ -42,11 +42,14 @@ import pandas as pd
 from radtriage import labels
 from radtriage.anatomy import GATE_KIND, METADATA_FILE
 from radtriage.artifact import MODEL_FILE, code_version, sha256_file
+from radtriage.contract import FEATURES_LAYER
 from radtriage.preprocess import PreprocessConfig, preprocess
 from radtriage.runs import pretrained as P
 from radtriage.splits import hash_split
 
-SIZE = 224
+SIZE = 224  # the input: the shipped models' preprocessing, so one decode serves the gate and the model
+WORK_SIZE = SIZE // 2  # what the backbone sees: 2 x 2 mean pooling in the graph (LiteRT has no antialiased
+# resize), a quarter of the cost at 224; anatomy needs no fine detail
 C = 1e-2  # inverse L2 strength on standardised features (the probe's choice: recall >= 0.975 per class)
 N_KERMANY_TRAIN, N_KERMANY_HELD = 600, 200
 N_SYNTHETIC_TRAIN, N_SYNTHETIC_HELD = 300, 120
@@ -214,6 +217,24 @@ def augment_input(x: np.ndarray, rng: np.random.Generator, config: PreprocessCon
 # ------------------------------------------------------------------------------------ fit and evaluate
 
 
+def build_gate(cfg: Any) -> tuple[Any, Any, Any]:
+    """The gate model: (SIZE, SIZE, 1) input -> 2 x 2 mean pooling to ``cfg.size`` -> frozen backbone
+    features -> "standardize" -> "logits" -> softmax.
+
+    Returns:
+        (the whole model, its inner model at ``cfg.size`` whose head :func:`frontends.set_head` fills,
+        the resize layer).
+    """
+    import keras
+
+    inner = P.build_linear_model(cfg, len(CLASSES), activation="softmax")
+    if cfg.size * 2 != SIZE:
+        raise ValueError(f"the gate halves its {SIZE} px input: its backbone size must be {SIZE // 2}")
+    shrink = keras.layers.AveragePooling2D(2, name="gate_halve")
+    inputs = keras.Input((SIZE, SIZE, 1), name="image")
+    return keras.Model(inputs, inner(shrink(inputs)), name="anatomy_gate"), inner, shrink
+
+
 def fit_gate(features: np.ndarray, y: np.ndarray) -> Any:
     """Standardise + balanced multinomial logistic regression -> a :class:`radtriage.frontends.LinearHead`."""
     from sklearn.linear_model import LogisticRegression
@@ -252,7 +273,6 @@ def train_gate(out: Path, data: Path | None = None, workers: int = 2) -> dict[st
     import keras
 
     from radtriage import frontends
-    from radtriage.litert import LiteRtRunner
 
     data = data or P.shared_data()
     config = PreprocessConfig(size=SIZE)
@@ -262,20 +282,24 @@ def train_gate(out: Path, data: Path | None = None, workers: int = 2) -> dict[st
     made = generated_inputs(config)
     table = pd.concat([files.drop(columns="path"), made.drop(columns="x")], ignore_index=True)
     x = np.concatenate([x_files, np.stack(made["x"].tolist())])
-    cfg = P.BackboneConfig(variant="lite0", size=SIZE, pooling="stages")
-    model = P.build_linear_model(cfg, len(CLASSES), activation="softmax")
-    extractor = keras.Model(model.input, model.get_layer("features").output)
-    feats = extractor.predict(x, batch_size=16, verbose=0)
+    cfg = P.BackboneConfig(variant="lite0", size=WORK_SIZE, pooling="stages")
+    model, inner, shrink = build_gate(cfg)
+    extractor = keras.Model(inner.input, inner.get_layer(FEATURES_LAYER).output)
+
+    def features(images: np.ndarray) -> np.ndarray:
+        small_images = np.concatenate([np.asarray(shrink(images[i : i + 64])) for i in range(0, len(images), 64)])
+        return extractor.predict(small_images, batch_size=16, verbose=0)
+
+    feats = features(x)
     held = table["held"].to_numpy(bool)
     y = table["label"].to_numpy(int)
     small = np.nonzero((table["source"] == LIMB_SAMPLE).to_numpy())[0]
     rng = np.random.default_rng(0)
-    extra = extractor.predict(np.stack([augment_input(x[i], rng, config) for i in small for _ in range(N_AUGMENT)]),
-                              batch_size=16, verbose=0)
+    extra = features(np.stack([augment_input(x[i], rng, config) for i in small for _ in range(N_AUGMENT)]))
     extra_of = np.repeat(small, N_AUGMENT)
     train = ~held
     head = fit_gate(np.concatenate([feats[train], extra]), np.concatenate([y[train], y[extra_of]]))
-    frontends.set_head(model, head)
+    frontends.set_head(inner, head)
     cv = cross_validated(feats, y, train, small, table["group"].to_numpy()[small], extra, extra_of)
     probs = np.asarray(model.predict(x[held], batch_size=32, verbose=0))
     predicted = probs.argmax(axis=1)
@@ -296,7 +320,9 @@ def train_gate(out: Path, data: Path | None = None, workers: int = 2) -> dict[st
     images: dict[str, Any] = {f"{s} ({'held out' if h else 'train'})": int(n) for (s, h), n in counts.items()}
     images[f"{LIMB_SAMPLE} (train)"] = f"{len(small)} (+ {len(extra)} crops of them; figure by cross-validation)"
     training = {"images": images,
-                "backbone": {**cfg.to_dict(), "weights": P._weights(cfg.variant), "trainable": "none (frozen)"},
+                "backbone": {**cfg.to_dict(), "weights": P._weights(cfg.variant), "trainable": "none (frozen)",
+                             "input": f"{SIZE} px (the shared preprocessing), halved to {WORK_SIZE} px by 2 x 2 mean pooling "
+                                      "in the graph"},
                 "head": f"balanced multinomial logistic regression, C = {C}, on standardised features",
                 "phantoms": "project phantoms are in the chest and limb classes (other seeds held out) so the "
                             "bundled examples route to their model; they are counted apart in every figure"}
@@ -404,7 +430,7 @@ def save_gate(model: Any, out: Path, config: PreprocessConfig, check: np.ndarray
             raise ArtifactError(f"the gate's LiteRT export differs from Keras by {diff:.2e}: not kept.")
         candidate.replace(out / "model.tflite")
     meta = {
-        "kind": GATE_KIND, "name": f"anatomy-gate-lite0-{config.size}", "classes": list(CLASSES),
+        "kind": GATE_KIND, "name": f"anatomy-gate-lite0-{WORK_SIZE}", "classes": list(CLASSES),
         "preprocess": config.to_dict(), "model_sha256": sha256_file(out / MODEL_FILE),
         "serving": {"litert": {"file": "model.tflite", "sha256": sha256_file(out / "model.tflite"),
                                "max_abs_diff_vs_keras": diff, "tolerance": TOLERANCE,
@@ -437,7 +463,7 @@ def gate_card(meta: dict[str, Any]) -> str:
              "## Training data (real images, read at run time, never copied)", ""]
     lines += [f"- {k}: {v}" for k, v in t["images"].items()]
     lines += ["", f"- Backbone: ImageNet EfficientNet-Lite0 ({t['backbone']['trainable']}), pooled stages 4-7; "
-              f"head: {t['head']}.", f"- Phantoms: {t['phantoms']}.", "",
+              f"input: {t['backbone'].get('input', 'n/a')}; head: {t['head']}.", f"- Phantoms: {t['phantoms']}.", "",
               "## Held-out confusion matrix: real and rendered images", "", f"Split: {m['split']}.", ""]
     lines += _matrix(m["real_and_rendered"])
     lines += ["", "Project phantoms (held-out seeds):", ""] + _matrix(m["phantoms"])
