@@ -144,6 +144,20 @@ def test_check_inputs_are_preprocessed_phantoms_and_constants() -> None:
     assert np.all(x[4] == 0) and np.all(x[5] == 1)
 
 
+def test_one_interpreter_serves_concurrent_callers(exported: Path) -> None:
+    """The dashboard's sessions share one interpreter (the anatomy gate): calls from several threads
+    at once give each caller its own, correct output instead of LiteRT's RuntimeError."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    predictor = LiteRtPredictor.from_dir(exported)
+    x = np.random.default_rng(4).random((8, SIZE, SIZE, 1)).astype(np.float32)
+    alone = [predictor.predict_batch(x[i : i + 1 + i % 3]) for i in range(len(x))]
+    with ThreadPoolExecutor(8) as pool:
+        together = list(pool.map(lambda i: predictor.predict_batch(x[i : i + 1 + i % 3]), [*range(len(x))] * 8))
+    for i, out in enumerate(together):
+        np.testing.assert_allclose(out, alone[i % len(x)], atol=1e-6)
+
+
 def test_litert_serving_never_imports_tensorflow(exported: Path) -> None:
     code = (
         "import sys, numpy as np\n"

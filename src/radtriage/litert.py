@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,9 @@ def litert_entry(metadata: ModelMetadata) -> dict[str, Any] | None:
 class LiteRtRunner:
     """A ``.tflite`` graph on the LiteRT interpreter: (N, ...) float32 in -> every output, as NumPy arrays.
 
+    One call at a time: an interpreter's tensors are its own state, and a second thread's ``invoke``
+    during a call raises RuntimeError (the dashboard's sessions share one anatomy gate).
+
     Args:
         model_path: the ``.tflite`` file.
         threads: interpreter threads (default: all cores).
@@ -79,8 +83,13 @@ class LiteRtRunner:
         self._input, self.input_shape = details["index"], tuple(int(d) for d in details["shape"][1:])
         self._outputs = [d["index"] for d in self._interpreter.get_output_details()]
         self._batch = -1
+        self._lock = threading.Lock()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        with self._lock:
+            return self._call(x)
+
+    def _call(self, x: np.ndarray) -> list[np.ndarray]:
         if len(x) != self._batch:  # resizing re-plans the graph: only when the batch size changes
             self._interpreter.resize_tensor_input(self._input, [len(x), *self.input_shape])
             with _native_stderr_silenced():
