@@ -106,10 +106,15 @@ class AppServer:
         cmd = [sys.executable, "-m", "streamlit", "run", str(REPO / "app.py"), "--server.address", "127.0.0.1",
                "--server.port", str(self.port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # stderr to a file, not a pipe: nothing reads a pipe while the server runs, and a full one would block it
+        import tempfile
+
+        self._stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=self._stderr)
         while time.perf_counter() - t0 < self.timeout_s:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited: {self.proc.stderr.read().decode(errors='replace')[-2000:]}")
+                self._stderr.seek(0)
+                raise RuntimeError(f"streamlit exited: {self._stderr.read().decode(errors='replace')[-2000:]}")
             try:
                 with urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2) as r:
                     if r.status == 200:
