@@ -154,3 +154,19 @@ def mixed_hand_study() -> Study:
     study.files.append(radiograph(_chest_pixels(0), study.uid, 4, modality="DX", body_part="HAND"))
     study.kind = "mixed"
     return study
+
+
+def stand_in_models(folder: Path) -> Path | None:
+    """Without ../shared/data the studies hold phantoms, which the shipped real-data models rightly refuse
+    as out of their distribution: then the PACS tests run on random-weight stand-in models (no
+    out-of-distribution score) behind the shipped anatomy gate (which knows the phantoms), written to
+    ``folder``. Returns that folder, or None when the real images (and the shipped models) are used."""
+    if (SHARED / "nih-cxr-sample" / "images" / CHEST_PNGS[0]).is_file():
+        return None
+    import shutil
+
+    from dashboard_support import REPO, build_models
+
+    build_models(folder)
+    shutil.copytree(REPO / "model" / "anatomy", folder / "anatomy")
+    return folder

@@ -43,11 +43,19 @@ def studies(orthanc: OrthancServer) -> dict[str, pacs_studies.Study]:
     return found
 
 
+@pytest.fixture(scope="module")
+def stand_ins(tmp_path_factory: pytest.TempPathFactory) -> Path | None:
+    return pacs_studies.stand_in_models(tmp_path_factory.mktemp("models"))
+
+
 @pytest.fixture(autouse=True)
-def no_pacs_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_pacs_settings(monkeypatch: pytest.MonkeyPatch, stand_ins: Path | None) -> None:
     for name in pacs_source.SECRET_NAMES.values():
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv("RADTRIAGE_MODEL_DIR", raising=False)  # the shipped models
+    if stand_ins is None:
+        monkeypatch.delenv("RADTRIAGE_MODEL_DIR", raising=False)  # the shipped models, on real images
+    else:  # phantoms: stand-ins behind the shipped gate (see pacs_studies.stand_in_models)
+        monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(stand_ins))
 
 
 def open_pacs_source(secrets: dict | None = None) -> AppTest:

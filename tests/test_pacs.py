@@ -38,6 +38,23 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
         yield server
 
 
+@pytest.fixture(scope="session", autouse=True)
+def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The shipped models on real images; stand-ins behind the shipped gate on phantoms (pacs_studies)."""
+    import os
+
+    folder = pacs_studies.stand_in_models(tmp_path_factory.mktemp("models"))
+    before = os.environ.get("RADTRIAGE_MODEL_DIR")
+    if folder is not None:
+        os.environ["RADTRIAGE_MODEL_DIR"] = str(folder)
+    yield
+    if folder is not None:
+        if before is None:
+            os.environ.pop("RADTRIAGE_MODEL_DIR", None)
+        else:
+            os.environ["RADTRIAGE_MODEL_DIR"] = before
+
+
 @pytest.fixture
 def pacs(orthanc: OrthancServer, monkeypatch: pytest.MonkeyPatch) -> OrthancServer:
     """The session's Orthanc, emptied, with the test user's credentials in the environment."""
