@@ -38,9 +38,10 @@ def orthanc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OrthancServer]
         yield server
 
 
-@pytest.fixture(scope="session", autouse=True)
+@pytest.fixture(scope="module", autouse=True)
 def models(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """The shipped models on real images; stand-ins behind the shipped gate on phantoms (pacs_studies)."""
+    """The shipped models on real images; stand-ins behind the shipped gate on phantoms (pacs_studies).
+    Module scope: the setting must not outlive this module's tests."""
     import os
 
     folder = pacs_studies.stand_in_models(tmp_path_factory.mktemp("models"))
