@@ -26,6 +26,15 @@ def require_a_browser() -> None:
     pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
 
 
+def open_and_upload(browser, url: str, path: Path, **page_options):  # noqa: ANN001, ANN201 - Playwright types
+    """A new page on the app, the landing page drawn, ``path`` handed to the uploader."""
+    page = browser.new_page(viewport={"width": 1440, "height": 1500}, **page_options)
+    page.goto(url, wait_until="domcontentloaded")
+    page.get_by_text("Bundled examples").wait_for(timeout=60_000)
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
+    return page
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     require_a_browser()
@@ -41,10 +50,7 @@ def test_upload_dicom_shows_probabilities_and_heatmap(server: AppServer, tmp_pat
 
     with sync_playwright() as p:
         browser = launch_chromium(p)
-        page = browser.new_page(viewport={"width": 1440, "height": 1500})
-        page.goto(server.url, wait_until="domcontentloaded")
-        page.get_by_text("Bundled examples").wait_for(timeout=60_000)
-        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(DICOM))
+        page = open_and_upload(browser, server.url, DICOM)
         page.get_by_text("Grad-CAM: ").first.wait_for(timeout=120_000)
         wait_until_idle(page)
         summary = page.locator('[data-testid="stAlertContentError"], [data-testid="stAlertContentSuccess"]')
@@ -80,10 +86,7 @@ def test_plain_statement_detail_one_click_away_and_the_report_downloads(server: 
 
     with sync_playwright() as p:
         browser = launch_chromium(p)
-        page = browser.new_page(viewport={"width": 1440, "height": 1500}, accept_downloads=True)
-        page.goto(server.url, wait_until="domcontentloaded")
-        page.get_by_text("Bundled examples").wait_for(timeout=60_000)
-        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(DICOM))
+        page = open_and_upload(browser, server.url, DICOM, accept_downloads=True)
         page.get_by_text("Grad-CAM", exact=True).first.wait_for(timeout=120_000)
         wait_until_idle(page)
         statement = " ".join(page.locator('[data-testid="stAlertContentInfo"]').all_inner_texts())
@@ -127,10 +130,7 @@ def test_the_gate_refuses_an_upper_limb_image_for_the_chest_model_until_overridd
     Image.fromarray(np.round(render_limb("XR_HAND", 11, size=320).image * 255).astype(np.uint8)).save(hand)
     with sync_playwright() as p:
         browser = launch_chromium(p)
-        page = browser.new_page(viewport={"width": 1440, "height": 1500})
-        page.goto(gated_server.url, wait_until="domcontentloaded")
-        page.get_by_text("Bundled examples").wait_for(timeout=60_000)
-        page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(hand))
+        page = open_and_upload(browser, gated_server.url, hand)
         page.get_by_text("Chosen from the pixels").wait_for(timeout=120_000)  # no click to pick the model
         wait_until_idle(page)
         page.get_by_text("Chest (14 findings)").click()
