@@ -252,7 +252,7 @@ def _heatmap(engine, model, decoded, exam, index):
 
 def _display_heat(heat, display, model):
     from radtriage.dashboard import imaging, settings
-    from radtriage.gradcam import heatmap_for_original
+    from radtriage.heatmap import heatmap_for_original
 
     h = heatmap_for_original(heat, display.shape, model.preprocess)
     return h, imaging.colorize(h, settings.HEATMAP_CMAP)

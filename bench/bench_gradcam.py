@@ -1,4 +1,6 @@
-"""Time a forward pass vs Grad-CAM (warm, median over N runs, batch of 1) on CPU.
+"""Time a forward pass vs Grad-CAM (warm, median over N runs, batch of 1) on CPU; and the shipped
+models' Grad-CAM on both backends (Keras vs the LiteRT export the dashboard and PACS use), warm and
+from a cold process (import + load + first heatmap).
 
 Run: .venv/bin/python bench/bench_gradcam.py [--runs 20] [--skip-densenet]
 Models (random weights; speed does not depend on them):
@@ -77,6 +79,50 @@ def bench(name: str, model: keras.Model, runs: int) -> None:
     )
 
 
+COLD = """
+import time, sys
+t0 = time.perf_counter()
+import numpy as np
+from radtriage.serving import load_predictor
+p = load_predictor(sys.argv[1], backend=sys.argv[2], explain=True)
+t1 = time.perf_counter()
+p.predict_and_explain(np.full(p.input_shape, 0.5, np.float32))
+t2 = time.perf_counter()
+print(f"{t1 - t0:.3f} {t2 - t1:.3f} {'tensorflow' in sys.modules}")
+"""
+
+
+def shipped(runs: int) -> None:
+    """Keras vs LiteRT Grad-CAM of the shipped models: warm per-image time, agreement, cold start."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from radtriage.serving import load_predictor
+
+    root = Path(__file__).resolve().parents[1] / "model"
+    for task in ("chest", "mura"):
+        folder = root / task
+        if not (folder / "model.h5").is_file():
+            continue
+        keras_p, lite_p = load_predictor(folder, "keras"), load_predictor(folder, "auto", explain=True)
+        x = np.random.default_rng(1).random(keras_p.input_shape).astype(np.float32)
+        n = len(keras_p.classes)
+        t_keras = median_ms(lambda i: keras_p.predict_and_explain(x, None if i % 2 else i % n), runs)
+        t_lite = median_ms(lambda i: lite_p.predict_and_explain(x, None if i % 2 else i % n), runs)
+        diff = max(float(np.abs(keras_p.predict_and_explain(x, c).heatmap - lite_p.predict_and_explain(x, c).heatmap).max())
+                   for c in (None, 0, n - 1))
+        cold = {}
+        for backend in ("keras", lite_p.backend):
+            out = subprocess.run([sys.executable, "-c", COLD, str(folder), backend], capture_output=True, text=True,
+                                 check=True).stdout.split()
+            cold[backend] = f"import+load {float(out[0]):.2f} s, first heatmap {float(out[1]):.2f} s, TensorFlow loaded: {out[2]}"
+        print(f"shipped {task}: probabilities + Grad-CAM + OOD features, one image: Keras {t_keras:.1f} ms | "
+              f"{lite_p.backend} {t_lite:.1f} ms ({t_keras / t_lite:.1f}x); max |heatmap difference| {diff:.1e}")
+        for backend, text in cold.items():
+            print(f"  cold process, {backend}: {text}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
@@ -86,6 +132,7 @@ def main() -> None:
     bench("small CNN 256x256", small_cnn(256), args.runs)
     if not args.skip_densenet:
         bench("DenseNet-121 224x224", densenet(224), args.runs)
+    shipped(args.runs)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 ``build_models(folder)`` writes ``folder/chest`` and ``folder/mura`` with
 :func:`radtriage.artifact.save_artifact`: a tiny :func:`radtriage.architectures.small_cnn` with
-seeded random weights, metadata (thresholds, provenance, metrics in
+seeded random weights and its verified LiteRT export (as the shipped models have), metadata (thresholds, provenance, metrics in
 :func:`radtriage.evaluation.evaluate`'s shape on a named fake split) and a MODEL_CARD.md. Its
 outputs mean nothing; the tests check that the page shows what the model and its metadata say.
 """
@@ -56,10 +56,19 @@ def write_model(folder: Path, task: str, fields: dict, size: int, seed: int, wid
     return folder
 
 
-def build_models(root: Path, size: int = INPUT_SIZE, width: int = 4, depth: int = 2) -> Path:
-    """Write ``root/chest`` and ``root/mura`` (small_cnn of ``width``/``depth``); returns ``root``."""
+def build_models(root: Path, size: int = INPUT_SIZE, width: int = 4, depth: int = 2, export: bool = True) -> Path:
+    """Write ``root/chest`` and ``root/mura`` (small_cnn of ``width``/``depth``); returns ``root``.
+
+    ``export``: add the verified LiteRT copies (probabilities and Grad-CAM), as the shipped models
+    have, so the dashboard serves them as it serves those; without, it falls back to Keras.
+    """
     write_model(root / "chest", "chest", chest_fields(), size, seed=1, width=width, depth=depth)
     write_model(root / "mura", "mura", mura_fields(), size, seed=2, width=width, depth=depth)
+    if export:
+        from radtriage.export import export_litert
+
+        for task in ("chest", "mura"):
+            export_litert(root / task)
     return root
 
 

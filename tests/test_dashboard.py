@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from pathlib import Path
 
@@ -49,9 +50,11 @@ def app(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> AppTest:
 
 
 def predictor(model_dir: Path, name: str):
-    from radtriage.inference import Predictor
+    """The predictor the dashboard serves (the LiteRT export when there is one; test_serving checks it
+    against Keras)."""
+    from radtriage.serving import load_predictor
 
-    return Predictor.from_dir(model_dir / name)
+    return load_predictor(model_dir / name, explain=True)
 
 
 def texts(at: AppTest) -> str:
@@ -412,6 +415,58 @@ def test_the_examination_computes_only_the_heatmaps_that_are_drawn(strict_dir: P
         heat, _ = engine.heatmap(model, decoded, exam, exam.default_class)
         np.testing.assert_array_equal(heat, own.heatmap)
         assert exam.probs == pytest.approx(own.prediction.vector(), abs=1e-6)
+
+
+def test_the_dashboard_draws_the_litert_heatmap_and_falls_back_to_keras_without_an_export(
+        model_dir: Path, tmp_path: Path, monkeypatch) -> None:
+    """Served from the LiteRT export when the model has one; a model without one is served by Keras,
+    and both give the same probabilities and heatmap for the same file."""
+    import shutil
+
+    from radtriage import tasks
+    from radtriage.dashboard import engine
+
+    keras_only = tmp_path / "keras-only"
+    shutil.copytree(model_dir, keras_only)
+    meta = json.loads((keras_only / "chest" / "metadata.json").read_text())
+    meta["serving"] = {}
+    (keras_only / "chest" / "metadata.json").write_text(json.dumps(meta))
+    data = png_bytes(np.asarray(smooth_texture(96, 80, 255, seed=21), np.uint8))
+    exams = {}
+    for folder, backend in ((model_dir, "litert"), (keras_only, "keras")):
+        monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(folder))
+        model = engine.get_model(tasks.get("chest"))
+        assert model.predictor.backend == backend
+        decoded = engine.decode("t.png", data)
+        exam = engine.examine(model, decoded)
+        index = exam.prediction.vector().argmax()
+        exams[backend] = exam, engine.heatmap(model, decoded, exam, int(index))[0]
+    (a, heat_a), (b, heat_b) = exams["litert"], exams["keras"]
+    assert a.probs == pytest.approx(b.probs, abs=1e-4)
+    assert np.abs(heat_a - heat_b).max() <= 1e-3
+
+
+def test_the_dashboard_never_imports_tensorflow_when_the_models_are_exported(model_dir: Path) -> None:
+    """TensorFlow's import alone takes seconds: with the LiteRT exports the server never loads it."""
+    import subprocess
+    import sys
+
+    code = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+at = AppTest.from_file({str(APP)!r}, default_timeout={TIMEOUT})
+at.run()
+at.selectbox(key="example").set_value("chest_03_pleural_effusion")
+at.run()
+assert not at.exception, at.exception
+captions = [c for image in at.get("image") for c in image.captions]
+assert any(c.startswith("Grad-CAM: ") for c in captions) or any("heatmap" in i.value for i in at.info), captions
+print("tensorflow" in sys.modules, "keras" in sys.modules)
+"""
+    env = {**os.environ, "RADTRIAGE_MODEL_DIR": str(model_dir)}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split()[-2:] == ["False", "False"]
 
 
 def test_nothing_flagged_means_no_heatmap_and_one_sentence_why(strict_dir: Path, monkeypatch) -> None:

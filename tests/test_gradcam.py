@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from radtriage.gradcam import GradCam, crop_to_content, heatmap_for_original, overlay
+from radtriage.gradcam import GradCam
+from radtriage.heatmap import crop_to_content, heatmap_for_original, overlay
 from radtriage.preprocess import PreprocessConfig, content_box, preprocess
 
 SIZE = 32

@@ -1,5 +1,5 @@
-"""The LiteRT serving backend: export checked against Keras, integrity checks, backend choice, no TensorFlow;
-and the parallel file loader the batch CLI uses."""
+"""The LiteRT serving backend: export checked against Keras (probabilities and Grad-CAM), integrity
+checks, backend choice, no TensorFlow; and the parallel file loader the batch CLI uses."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from radtriage.labels import CHEST_CLASSES
 from radtriage.preprocess import LoadFailure, PreprocessConfig, load_and_preprocess, load_and_preprocess_many
 from radtriage.contract import calibrate
 from radtriage.export import check_inputs, export_litert
-from radtriage.litert import TFLITE_FILE, LiteRtPredictor
+from radtriage.litert import EXPLAIN_FILE, TFLITE_FILE, LiteRtPredictor
 from radtriage.serving import load_predictor, resolve_backend
 
 SIZE = 32
@@ -72,6 +72,92 @@ def test_export_records_a_file_that_matches_keras(exported: Path) -> None:
     assert lite_p.predict(x[0]).probabilities == pytest.approx(keras_p.predict(x[0]).probabilities, abs=1e-4)
     card = (exported / "MODEL_CARD.md").read_text()
     assert "LiteRT (`model.tflite`" in card and card.index("## Serving") < card.index("## Limitations")
+    assert "LiteRT Grad-CAM (`explain.tflite`" in card
+
+
+def test_the_gradcam_export_draws_the_heatmaps_keras_draws(exported: Path) -> None:
+    from radtriage.inference import Predictor
+
+    entry = read_metadata(exported).serving["litert"]["explain"]
+    assert (exported / EXPLAIN_FILE).is_file() and entry["file"] == EXPLAIN_FILE
+    assert 0.0 <= entry["max_abs_heatmap_diff_vs_keras"] <= 1e-3
+    keras_p, lite_p = Predictor.from_dir(exported), load_predictor(exported, explain=True)
+    assert lite_p.backend == "litert" and lite_p.explains and keras_p.explains
+    assert not load_predictor(exported).explains  # only asked-for graphs are loaded
+    rng = np.random.default_rng(7)
+    # smooth images with structure (a random-weight model explains noise as flat maps)
+    x = np.stack([smooth_texture(SIZE, SIZE, 1000, seed=seed)[..., None] / 1000 for seed in range(6)]).astype(np.float32)
+    x[3] *= rng.random((SIZE, SIZE, 1), dtype=np.float32)
+    shown = 0
+    for image in x:
+        for asked in (None, 2, "Pneumothorax"):
+            a, b = keras_p.predict_and_explain(image, asked), lite_p.predict_and_explain(image, asked)
+            assert (a.class_index, a.class_name, a.degenerate) == (b.class_index, b.class_name, b.degenerate)
+            assert np.abs(a.heatmap - b.heatmap).max() <= 1e-3
+            assert b.prediction.probabilities == pytest.approx(a.prediction.probabilities, abs=1e-4)
+            shown += not b.degenerate
+    assert shown > 0  # some maps were not flat: the comparison compared something
+    # the top class is ranked by the calibrated probabilities (temperatures differ per class here)
+    top = lite_p.predict_and_explain(x[0])
+    assert top.class_name == top.prediction.top_class
+    with pytest.raises(ValueError, match="unknown class"):
+        lite_p.predict_and_explain(x[0], "Fracture")
+
+
+def test_recalibrating_never_invalidates_the_gradcam_export(exported: Path, tmp_path: Path) -> None:
+    """The temperatures rank "the most probable class" inside the Grad-CAM graph: they are an input of
+    the exported graph, so new temperatures in the metadata change the ranking without a new export."""
+    import shutil
+
+    copy = tmp_path / "recalibrated"
+    shutil.copytree(exported, copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    x = (smooth_texture(SIZE, SIZE, 1000, seed=1)[..., None] / 1000).astype(np.float32)
+    before = load_predictor(copy, explain=True).predict_and_explain(x)
+    # make the least probable class the most probable one after calibration
+    last = min(before.prediction.probabilities, key=before.prediction.probabilities.get)
+    meta["temperature"] = {c: (0.01 if c == last else 100.0) for c in meta["temperature"]}
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    from radtriage.inference import Predictor
+
+    after, reference = load_predictor(copy, explain=True).predict_and_explain(x), Predictor.from_dir(copy).predict_and_explain(x)
+    assert after.prediction.top_class == reference.prediction.top_class
+    assert after.class_name == reference.class_name == after.prediction.top_class
+    assert np.abs(after.heatmap - reference.heatmap).max() <= 1e-3
+
+
+def test_explain_falls_back_to_keras_without_a_gradcam_export(exported: Path, tmp_path: Path) -> None:
+    import shutil
+
+    copy = tmp_path / "no-explain"
+    shutil.copytree(exported, copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    del meta["serving"]["litert"]["explain"]
+    (copy / "metadata.json").write_text(json.dumps(meta))
+    assert resolve_backend(copy, "auto") == "litert" and resolve_backend(copy, "auto", explain=True) == "keras"
+    assert load_predictor(copy, explain=True).backend == "keras"
+    with pytest.raises(ArtifactError, match="no LiteRT Grad-CAM export"):
+        load_predictor(copy, "litert", explain=True)
+    with pytest.raises(NotImplementedError, match="draws no Grad-CAM"):
+        load_predictor(copy, "litert").predict_and_explain(np.zeros((SIZE, SIZE, 1), np.float32))
+
+
+def tampered_copy(exported: Path, copy: Path, file: str) -> Path:
+    """A copy of the exported model folder with one byte of ``file`` flipped."""
+    import shutil
+
+    shutil.copytree(exported, copy)
+    data = bytearray((copy / file).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / file).write_bytes(bytes(data))
+    return copy
+
+
+def test_a_modified_gradcam_export_is_refused(exported: Path, tmp_path: Path) -> None:
+    copy = tampered_copy(exported, tmp_path / "tampered", EXPLAIN_FILE)
+    assert load_predictor(copy).backend == "litert"  # the probabilities' export is still sound
+    with pytest.raises(ArtifactError, match="does not match the SHA-256"):
+        load_predictor(copy, "litert", explain=True)
 
 
 def test_the_card_serving_section_is_replaced_not_repeated(exported: Path, tmp_path: Path) -> None:
@@ -99,13 +185,7 @@ def test_auto_backend_prefers_a_verified_export(exported: Path, tmp_path: Path) 
 
 
 def test_a_modified_export_or_a_retrained_model_is_refused(exported: Path, tmp_path: Path) -> None:
-    import shutil
-
-    copy = tmp_path / "copy"
-    shutil.copytree(exported, copy)
-    data = bytearray((copy / TFLITE_FILE).read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    (copy / TFLITE_FILE).write_bytes(bytes(data))
+    copy = tampered_copy(exported, tmp_path / "copy", TFLITE_FILE)
     with pytest.raises(ArtifactError, match="does not match the SHA-256"):
         load_predictor(copy, "litert")
     # an export recorded for another model.h5
@@ -133,7 +213,8 @@ def test_an_export_outside_tolerance_is_not_kept(tmp_path: Path) -> None:
     folder = tiny_chest_model(tmp_path / "strict")
     with pytest.raises(ArtifactError, match="differs from Keras"):
         export_litert(folder, tolerance=-1.0)
-    assert not (folder / TFLITE_FILE).exists() and read_metadata(folder).serving == {}
+    assert not (folder / TFLITE_FILE).exists() and not (folder / EXPLAIN_FILE).exists()
+    assert read_metadata(folder).serving == {}
 
 
 def test_check_inputs_are_preprocessed_phantoms_and_constants() -> None:
@@ -162,9 +243,10 @@ def test_litert_serving_never_imports_tensorflow(exported: Path) -> None:
     code = (
         "import sys, numpy as np\n"
         "from radtriage.serving import load_predictor\n"
-        f"p = load_predictor({str(exported)!r})\n"
+        f"p = load_predictor({str(exported)!r}, explain=True)\n"
         f"probs = p.predict_batch(np.zeros((2, {SIZE}, {SIZE}, 1), np.float32))\n"
         "assert p.backend == 'litert' and probs.shape == (2, 14)\n"
+        f"assert p.predict_and_explain(np.ones(({SIZE}, {SIZE}, 1), np.float32)).heatmap.shape == ({SIZE}, {SIZE})\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -90,3 +90,38 @@ def test_limb_model_was_tested_on_held_out_fracatlas_images_per_part(shared_data
     assert {"overall", *labels.FRACATLAS_UPPER_LIMB_PARTS} <= groups
     statement = meta["training_data"]["data_statement"]
     assert "fractures only" in statement and "hardware" in statement
+
+
+def _real_or_example_files(task: str, shared: Path) -> list[Path]:
+    """Real held-out radiographs of the task when ../shared/data is present, else its bundled phantoms."""
+    if shared.is_dir():
+        if task == "chest":
+            return sorted((shared / "nih-cxr-sample" / "images").glob("*.png"))[:8]
+        return sorted((shared / "fracatlas").rglob("*.jpg"))[:8]
+    return sorted(p for p in (ROOT / "app_images").rglob("*") if p.suffix in {".dcm", ".png"}
+                  and ("chest" in p.name) == (task == "chest"))[:8]
+
+
+@pytest.mark.parametrize("task", ["chest", "mura"])
+def test_the_dashboard_heatmaps_are_the_keras_heatmaps(task):
+    """The dashboard and PACS draw Grad-CAM from the LiteRT export: on real radiographs it explains
+    the same class as Keras, with the same map, for the top class and for a flagged one."""
+    from radtriage.inference import Predictor
+    from radtriage.serving import load_predictor
+
+    from conftest import SHARED_DATA
+
+    reference, served = Predictor.from_dir(MODELS[task]), load_predictor(MODELS[task], explain=True)
+    assert served.backend == "litert" and served.explains
+    files = _real_or_example_files(task, SHARED_DATA)
+    assert len(files) >= 4
+    drawn = 0
+    for path in files:
+        _, x = served.load_input(path)
+        for asked in (None, len(served.classes) - 1):
+            a, b = reference.predict_and_explain(x, asked), served.predict_and_explain(x, asked)
+            assert (a.class_index, a.degenerate) == (b.class_index, b.degenerate), path.name
+            assert float(abs(a.heatmap - b.heatmap).max()) <= 1e-3, path.name
+            assert b.ood_ratio == pytest.approx(a.ood_ratio, rel=1e-3)
+            drawn += not b.degenerate
+    assert drawn >= len(files) // 2  # maps with something in them, not only flat ones

@@ -185,9 +185,11 @@ def _predict_parser(sub: Any) -> None:
 def _export_parser(sub: Any) -> None:
     p = sub.add_parser(
         "export", help="add a verified LiteRT (TFLite) copy of a model, the fast backend of predict",
-        description="Convert a model folder's model.h5 to model.tflite (LiteRT) and record it in metadata.json, "
-                    "only if its calibrated probabilities agree with Keras within the tolerance on phantom inputs "
-                    "of the model's task. 'radtriage train' does this after saving; Grad-CAM always uses Keras.")
+        description="Convert a model folder's model.h5 to model.tflite (LiteRT) and its Grad-CAM graph to "
+                    "explain.tflite, and record them in metadata.json, only if their calibrated probabilities agree "
+                    "with Keras within the tolerance (and the heatmaps within 1e-3) on phantom inputs of the model's "
+                    "task. 'radtriage train' does this after saving; the dashboard and the PACS connector draw "
+                    "Grad-CAM from explain.tflite.")
     p.add_argument("model", help="model folder (model.h5 + metadata.json)")
     p.add_argument("--tolerance", type=float,
                    help="largest accepted |LiteRT - Keras| probability (default: 1e-4)")
@@ -601,8 +603,12 @@ def cmd_export(args: argparse.Namespace) -> int:
         entry = export_litert(args.model, tolerance=TOLERANCE if args.tolerance is None else args.tolerance)
     except ArtifactError as err:
         raise CliError(f"cannot export the model in {args.model}: {err}", EXIT_FAILED) from None
+    explain = entry["explain"]
     print(f"wrote {Path(args.model) / entry['file']}: probabilities within {entry['max_abs_diff_vs_keras']:.1e} "
-          f"of Keras on {entry['checked_on']}; recorded in metadata.json", file=sys.stderr)
+          f"of Keras on {entry['checked_on']}", file=sys.stderr)
+    print(f"wrote {Path(args.model) / explain['file']}: Grad-CAM heatmaps within "
+          f"{explain['max_abs_heatmap_diff_vs_keras']:.1e} of Keras ({explain['checked_on']}); both recorded in "
+          "metadata.json", file=sys.stderr)
     return EXIT_OK
 
 

@@ -6,7 +6,10 @@ front-end's concatenated feature map) is named ``"gradcam_target"`` (and whose p
 
 1. a functional model ``input -> (feature maps, logits, probabilities)`` sharing the model's layers;
 2. a ``tf.function`` with a fixed input signature: images ``(None, S, S, channels)`` float32 and a
-   scalar int32 class index passed as a *tensor*, so a new batch size or a new class never retraces.
+   scalar int32 class index passed as a *tensor*, so a new batch size or a new class never retraces;
+3. on request, :meth:`GradCam.export_function`: the same graph at a fixed batch size, which
+   :func:`radtriage.export.export_litert` converts to LiteRT and checks against this one, so the
+   dashboard and the PACS connector draw the same heatmaps without TensorFlow.
 
 Per call the gradients are taken only w.r.t. the feature maps, so the backward pass runs through
 the head (pooling + dense) only, and Grad-CAM costs little more than a forward pass. Build the
@@ -23,15 +26,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
-import matplotlib
 import numpy as np
 import tensorflow as tf
-from PIL import Image
 
 from radtriage.contract import DEGENERATE_EPS, GRADCAM_LAYER, LOGITS_LAYER
-from radtriage.preprocess import PreprocessConfig, content_box
 
 TOP_CLASS = -1  # class_index meaning "each image's most probable class", resolved inside the graph
+EXPORT_OUTPUTS = ("scores", "heatmaps", "degenerate", "class_index", "extra")  # of GradCam.export_function
 
 
 @dataclass(frozen=True)
@@ -110,24 +111,27 @@ class GradCam:
             tf.TensorSpec((None, *self.input_shape), tf.float32),
             tf.TensorSpec((), tf.int32),
         ]
-        self._fn = tf.function(self._compute, input_signature=signature)
+        self._fn = tf.function(lambda x, c: self._compute(x, c, self._rank_scale), input_signature=signature)
 
     @property
     def tracing_count(self) -> int:
         """How many times the graph was traced (stays 1 across classes and batch sizes)."""
         return int(self._fn.experimental_get_tracing_count())
 
-    def _compute(self, x: tf.Tensor, class_index: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        """One forward and one partial backward pass; ``class_index < 0`` = each image's top class."""
+    def _compute(self, x: tf.Tensor, class_index: tf.Tensor, rank_scale: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        """One forward and one partial backward pass; ``class_index < 0`` = each image's top class,
+        ranked by ``score * rank_scale`` ((C,) = 1 / the calibration temperatures)."""
         # Whether a NaN pixel survives convolution, ReLU and pooling depends on the CPU's kernels,
         # so a non-finite input is caught here, explicitly, not by how NaN propagates.
         finite_input = tf.reduce_all(tf.math.is_finite(x), axis=(1, 2, 3))
         with tf.GradientTape() as tape:
             features, score, probs, *extra = self._multi(x, training=False)
-            top = tf.cast(tf.argmax(score * self._rank_scale, axis=1), tf.int32)
-            index = tf.where(class_index < 0, top, tf.fill(tf.shape(top), class_index))
+            top = tf.cast(tf.argmax(score * rank_scale, axis=1), tf.int32)
+            # both branches valid indices: the LiteRT conversion may evaluate the unused one
+            index = tf.where(class_index < 0, top, tf.fill(tf.shape(top), tf.maximum(class_index, 0)))
             # images are independent at inference, so d(sum)/d(features) holds each image's gradient
-            target = tf.reduce_sum(tf.gather(score, index[:, None], axis=1, batch_dims=1))
+            # a one-hot product rather than a gather: its gradient converts to LiteRT builtins as is
+            target = tf.reduce_sum(score * tf.one_hot(index, self.n_classes, dtype=score.dtype))
         grads = tape.gradient(target, features)
         weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)  # (N, 1, 1, K)
         cam = tf.nn.relu(tf.reduce_sum(features * weights, axis=-1, keepdims=True))
@@ -141,6 +145,30 @@ class GradCam:
         cam = tf.math.divide_no_nan(cam - lo, hi - lo)
         cam = tf.where(degenerate[:, None, None], tf.zeros_like(cam), cam)
         return probs, tf.clip_by_value(cam, 0.0, 1.0), degenerate, index, score, *extra
+
+    def export_function(self, batch: int = 1) -> tf.types.experimental.ConcreteFunction:
+        """This Grad-CAM graph at a fixed batch size, for conversion to LiteRT (:mod:`radtriage.export`).
+
+        The batch is fixed because the converter cannot express the gradient of a concatenation
+        over an unknown batch dimension (a front-end's concatenated feature map).
+
+        Inputs: ``x`` (batch, S, S, channels) float32 in [0, 1]; ``class_index`` int32 scalar (< 0:
+        each image's top class); ``rank_scale`` (C,) float32, 1 / the calibration temperatures (an
+        input, so re-calibrating a model never invalidates its export).
+
+        Returns:
+            A concrete function whose outputs are, in :data:`EXPORT_OUTPUTS` order: scores (batch, C),
+            heatmaps (batch, S, S) in [0, 1], degenerate (batch,) bool, class_index (batch,) int32,
+            and the ``extra_layer`` output when there is one.
+        """
+        def explain(x: tf.Tensor, class_index: tf.Tensor, rank_scale: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            _, cam, degenerate, index, score, *extra = self._compute(x, class_index, rank_scale)
+            return (score, cam, degenerate, index, *extra)
+
+        signature = [tf.TensorSpec((batch, *self.input_shape), tf.float32, name="x"),
+                     tf.TensorSpec((), tf.int32, name="class_index"),
+                     tf.TensorSpec((self.n_classes,), tf.float32, name="rank_scale")]
+        return tf.function(explain, input_signature=signature).get_concrete_function()
 
     def __call__(self, x: np.ndarray, class_index: int | None = None) -> GradCamResult:
         """Probabilities and the Grad-CAM heatmap of one class (or each image's top class) per image.
@@ -166,67 +194,3 @@ class GradCam:
         probs, cams, degenerate, explained, scores, *extra = self._fn(tf.constant(x), tf.constant(index, tf.int32))
         return GradCamResult(probs.numpy(), cams.numpy(), degenerate.numpy(), explained.numpy(), scores.numpy(),
                              extra[0].numpy() if extra else None)
-
-
-def overlay(image: np.ndarray, heatmap: np.ndarray, alpha: float = 0.4, cmap: str = "jet") -> np.ndarray:
-    """Blend a heatmap, coloured by a matplotlib colormap, over a grayscale image.
-
-    Args:
-        image: (H, W) float in [0, 1].
-        heatmap: (H, W) float in [0, 1], same shape as ``image``.
-        alpha: heatmap weight in [0, 1].
-        cmap: matplotlib colormap name.
-
-    Returns:
-        (H, W, 3) uint8 RGB.
-    """
-    if image.shape != heatmap.shape or image.ndim != 2:
-        raise ValueError(f"image {image.shape} and heatmap {heatmap.shape} must be the same 2-D shape")
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    colour = matplotlib.colormaps[cmap](np.clip(heatmap, 0, 1))[..., :3]
-    grey = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=-1)
-    return np.round(255 * ((1 - alpha) * grey + alpha * colour)).astype(np.uint8)
-
-
-def _resize(a: np.ndarray, height: int, width: int) -> np.ndarray:
-    pil = Image.fromarray(np.ascontiguousarray(a, dtype=np.float32), mode="F")
-    out = np.array(pil.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
-    return np.clip(out, 0.0, 1.0, out=out)
-
-
-def crop_to_content(
-    heatmap: np.ndarray, box: tuple[int, int, int, int], size: tuple[int, int] | None = None
-) -> np.ndarray:
-    """Cut the padding off a model-input-sized heatmap and optionally resize it.
-
-    Args:
-        heatmap: (S, S) in [0, 1].
-        box: (top, left, height, width) from :func:`radtriage.preprocess.content_box`.
-        size: (H, W) to resize to (the original image's shape); None keeps the crop's size.
-
-    Returns:
-        float32 (height, width) or (H, W), in [0, 1].
-    """
-    top, left, h, w = box
-    crop = heatmap[top : top + h, left : left + w]
-    return crop.astype(np.float32) if size is None else _resize(crop, *size)
-
-
-def heatmap_for_original(heatmap: np.ndarray, shape: tuple[int, int], config: PreprocessConfig) -> np.ndarray:
-    """Map a model-input heatmap back onto the original image of ``shape`` (H, W).
-
-    "pad": the padding is cut off and the rest resized to (H, W). "crop": the model saw only the
-    centre square of side min(H, W); the heatmap is resized onto it and is zero outside.
-
-    Returns:
-        float32 (H, W) in [0, 1], ready for :func:`overlay` with the original pixels.
-    """
-    h, w = shape
-    if config.resize == "pad":
-        return crop_to_content(heatmap, content_box(shape, config), (h, w))
-    side = min(h, w)
-    out = np.zeros((h, w), dtype=np.float32)
-    top, left = (h - side) // 2, (w - side) // 2
-    out[top : top + side, left : left + side] = _resize(heatmap, side, side)
-    return out

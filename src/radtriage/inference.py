@@ -1,7 +1,7 @@
 """The Keras backend, the reference: :class:`Predictor` loads an artifact once and serves calibrated
 probabilities, flags and Grad-CAM heatmaps to the CLI and the dashboard. What every backend shares
-is in :mod:`radtriage.predictor`; the faster LiteRT backend (probabilities only) in
-:mod:`radtriage.litert`.
+is in :mod:`radtriage.predictor`; the faster LiteRT backend (the same
+probabilities, and the same Grad-CAM once exported) in :mod:`radtriage.litert`.
 
 Calibration: the graph computes logits; ``p = sigmoid(logit / T)`` with the metadata's per-class
 temperature T is applied by :func:`radtriage.contract.calibrate`, as for every backend. The graphs
@@ -15,7 +15,6 @@ preprocessed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,31 +25,9 @@ import tensorflow as tf
 from radtriage.artifact import Artifact, ArtifactError, load_artifact, read_ood
 from radtriage.contract import FEATURES_LAYER, LOGITS_LAYER
 from radtriage.gradcam import GradCam
-from radtriage.predictor import BasePredictor, Prediction, predict_study
+from radtriage.predictor import BasePredictor, Explanation, Prediction, predict_study
 
 __all__ = ["Explanation", "Prediction", "Predictor", "predict_study"]
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """A prediction and the Grad-CAM heatmap of one class, from one graph call.
-
-    Attributes:
-        prediction: calibrated probabilities and flags.
-        class_index: index of the explained class.
-        class_name: its name.
-        heatmap: (S, S) float32 in [0, 1] over the model input; zeros when ``degenerate``.
-        degenerate: True when the map was constant or not finite (nothing to show).
-        ood_ratio: the image's out-of-distribution ratio (:meth:`BasePredictor.score_batch`), from
-            the same graph call; None when the model has no OOD statistics or no features layer.
-    """
-
-    prediction: Prediction
-    class_index: int
-    class_name: str
-    heatmap: np.ndarray
-    degenerate: bool
-    ood_ratio: float | None = None
 
 
 class Predictor(BasePredictor):
@@ -96,39 +73,6 @@ class Predictor(BasePredictor):
         logits, features = self._forward_fn(tf.constant(x))
         return logits.numpy(), features.numpy()
 
-    # ---------------------------------------------------------------------------- Grad-CAM
-
-    def _class_index(self, class_index: int | str | None) -> int | None:
-        if class_index is None:
-            return None
-        if isinstance(class_index, str):
-            if class_index not in self.classes:
-                raise ValueError(f"unknown class {class_index!r}; known: {', '.join(self.classes)}")
-            return self.classes.index(class_index)
-        if not 0 <= int(class_index) < len(self.classes):
-            raise ValueError(f"class index {class_index} is outside [0, {len(self.classes)})")
-        return int(class_index)
-
-    def predict_and_explain(self, image: Any, class_index: int | str | None = None) -> Explanation:
-        """Calibrated prediction, the Grad-CAM heatmap of one class and the OOD ratio, in ONE graph call.
-
-        Args:
-            image: raw pixels / Radiograph, or a (S, S, 1) preprocessed input.
-            class_index: class to explain (index or name); None = the most probable class.
-
-        Returns:
-            :class:`Explanation` (heatmap (S, S) float32 in [0, 1] over the model input; the OOD
-            ratio when the model has OOD statistics).
-        """
-        x = self._check_batch(self._as_input(image)[None])
-        out = self._gradcam(x, self._class_index(class_index))
-        index = int(out.class_index[0])
-        probs = self.calibrate(out.scores)[0]  # the Grad-CAM target is the logits layer (checked at load)
-        ratio = None if out.extra is None else float(self.ood.ratio(out.extra)[0])
-        return Explanation(self.to_prediction(probs), index, self.classes[index], out.heatmaps[0],
-                           bool(out.degenerate[0]), ratio)
-
-    def explain(self, image: Any, class_index: int | str) -> np.ndarray:
-        """Grad-CAM heatmap (S, S) float32 in [0, 1] of ``class_index`` for one image."""
-        return self.predict_and_explain(image, class_index).heatmap
-
+    def _explain(self, x: np.ndarray, class_index: int | None) -> tuple[np.ndarray, ...]:
+        out = self._gradcam(x, class_index)
+        return out.scores, out.heatmaps, out.degenerate, out.class_index, out.extra

@@ -321,18 +321,33 @@ def _limits(meta: Mapping[str, Any], sets: list[tuple[str, dict[str, Any]]]) -> 
 
 
 def _serving(meta: Mapping[str, Any]) -> list[str]:
-    lines = [SERVING_HEADING, "", "- Keras (`model.h5`): the reference; Grad-CAM heatmaps always come from it."]
+    lines = [SERVING_HEADING, "", "- Keras (`model.h5`): the reference."]
     entry = (meta.get("serving") or {}).get("litert")
     if entry:
         diff = entry.get("max_abs_diff_vs_keras")
         lines.append(
             f"- LiteRT (`{entry.get('file')}`, the CLI's default backend): calibrated probabilities within "
-            f"{format(diff, '.1e') if isinstance(diff, (int, float)) else NA} of Keras on "
-            f"{entry.get('checked_on', 'inputs not recorded')} (tolerance {entry.get('tolerance', NA)})."
+            f"{_sci(diff)} of Keras on {entry.get('checked_on', 'inputs not recorded')} "
+            f"(tolerance {entry.get('tolerance', NA)})."
         )
+        explain = entry.get("explain")
+        if isinstance(explain, dict):
+            lines.append(
+                f"- LiteRT Grad-CAM (`{explain.get('file')}`, used by the dashboard and the PACS connector): the "
+                f"same graph as Keras's Grad-CAM; heatmaps within {_sci(explain.get('max_abs_heatmap_diff_vs_keras'))} "
+                f"and probabilities within {_sci(explain.get('max_abs_diff_vs_keras'))} of Keras, the same class "
+                f"explained, on {explain.get('checked_on', 'inputs not recorded')}."
+            )
+        else:
+            lines.append("- No LiteRT Grad-CAM export: heatmaps come from Keras.")
     else:
-        lines.append("- No LiteRT export: `radtriage export <model folder>` adds one after checking it against Keras.")
+        lines.append("- No LiteRT export: `radtriage export <model folder>` adds one after checking it against Keras; "
+                     "until then probabilities and heatmaps come from Keras.")
     return lines + [""]
+
+
+def _sci(value: Any) -> str:
+    return format(value, ".1e") if isinstance(value, (int, float)) else NA
 
 
 def _ood(meta: Mapping[str, Any]) -> list[str]:

@@ -3,10 +3,11 @@
 :class:`BasePredictor` holds a model's verified metadata and turns files or pixels into model
 inputs (the one shared path, :func:`radtriage.preprocess.load_and_preprocess`), logits into
 calibrated probabilities and probabilities into flags, by the rules of :mod:`radtriage.contract`.
-A backend only supplies ``_logits``:
+A backend supplies ``_forward`` (logits and features) and, when it draws Grad-CAM, ``_explain``:
 
 - :class:`radtriage.inference.Predictor` (Keras, ``model.h5``): the reference, and Grad-CAM;
-- :class:`radtriage.litert.LiteRtPredictor` (``model.tflite``): probabilities only, no TensorFlow.
+- :class:`radtriage.litert.LiteRtPredictor` (``model.tflite``, and ``explain.tflite`` for Grad-CAM
+  when exported): no TensorFlow.
 
 :func:`radtriage.serving.load_predictor` picks one. This module imports neither TensorFlow nor Keras.
 """
@@ -86,6 +87,28 @@ class Prediction:
         """Flagged classes, most probable first."""
         names = list(self.probabilities)
         return [names[i] for i in np.argsort(-self.vector(), kind="stable") if self.flags[names[i]]]
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """A prediction and the Grad-CAM heatmap of one class, from one graph call.
+
+    Attributes:
+        prediction: calibrated probabilities and flags.
+        class_index: index of the explained class.
+        class_name: its name.
+        heatmap: (S, S) float32 in [0, 1] over the model input; zeros when ``degenerate``.
+        degenerate: True when the map was constant or not finite (nothing to show).
+        ood_ratio: the image's out-of-distribution ratio (:meth:`BasePredictor.score_batch`), from
+            the same graph call; None when the model has no OOD statistics or no features layer.
+    """
+
+    prediction: Prediction
+    class_index: int
+    class_name: str
+    heatmap: np.ndarray
+    degenerate: bool
+    ood_ratio: float | None = None
 
 
 class BasePredictor:
@@ -203,6 +226,53 @@ class BasePredictor:
     def predict(self, image: Any) -> Prediction:
         """Prediction for one image: raw pixels / Radiograph (preprocessed here) or a (S, S, 1) input."""
         return self.to_prediction(self.predict_batch(self._as_input(image)[None])[0])
+
+    # ---------------------------------------------------------------------------- Grad-CAM
+
+    @property
+    def explains(self) -> bool:
+        """True when this backend draws Grad-CAM heatmaps (:meth:`predict_and_explain`)."""
+        return type(self)._explain is not BasePredictor._explain
+
+    def _explain(self, x: np.ndarray, class_index: int | None) -> tuple[np.ndarray, ...]:
+        """(1, S, S, 1) float32 and a class (None: the top one by calibrated probability) ->
+        (logits (1, C), heatmaps (1, S, S) in [0, 1], degenerate (1,) bool, explained class (1,) int,
+        features (1, F) or None), all from one graph call. Each backend that explains gives its own."""
+        raise NotImplementedError(f"the {self.backend} backend of this model draws no Grad-CAM")
+
+    def _class_index(self, class_index: int | str | None) -> int | None:
+        if class_index is None:
+            return None
+        if isinstance(class_index, str):
+            if class_index not in self.classes:
+                raise ValueError(f"unknown class {class_index!r}; known: {', '.join(self.classes)}")
+            return self.classes.index(class_index)
+        if not 0 <= int(class_index) < len(self.classes):
+            raise ValueError(f"class index {class_index} is outside [0, {len(self.classes)})")
+        return int(class_index)
+
+    def predict_and_explain(self, image: Any, class_index: int | str | None = None) -> Explanation:
+        """Calibrated prediction, the Grad-CAM heatmap of one class and the OOD ratio, in ONE graph call.
+
+        Args:
+            image: raw pixels / Radiograph, or a (S, S, 1) preprocessed input.
+            class_index: class to explain (index or name); None = the most probable class.
+
+        Returns:
+            :class:`Explanation` (heatmap (S, S) float32 in [0, 1] over the model input; the OOD
+            ratio when the model has OOD statistics).
+        """
+        x = self._check_batch(self._as_input(image)[None])
+        logits, heatmaps, degenerate, explained, features = self._explain(x, self._class_index(class_index))
+        index = int(explained[0])
+        probs = self.calibrate(logits)[0]
+        ratio = None if features is None or self.ood is None else float(self.ood.ratio(features)[0])
+        return Explanation(self.to_prediction(probs), index, self.classes[index], np.asarray(heatmaps[0], np.float32),
+                           bool(degenerate[0]), ratio)
+
+    def explain(self, image: Any, class_index: int | str) -> np.ndarray:
+        """Grad-CAM heatmap (S, S) float32 in [0, 1] of ``class_index`` for one image."""
+        return self.predict_and_explain(image, class_index).heatmap
 
 
 def predict_study(predictor: BasePredictor, inputs: Any) -> Prediction:

@@ -128,11 +128,12 @@ class Triage:
         force: show results the gate would refuse, with a warning.
         backend: "auto" | "keras" | "litert" for the models (:func:`radtriage.serving.load_predictor`).
         gate_dir: the gate folder (default: ``<model directory>/anatomy``); None when absent.
+        explain: the models must draw Grad-CAM heatmaps.
     """
 
     def __init__(self, task: str | None = None, *, model_dir: str | Path | None = None, force: bool = False,
-                 backend: str = "auto", gate_dir: str | Path | None = None) -> None:
-        self.force, self.backend = force, backend
+                 backend: str = "auto", gate_dir: str | Path | None = None, explain: bool = False) -> None:
+        self.force, self.backend, self.explain = force, backend, explain
         self._dirs = {t.name: locations.model_dir() / t.model_folder for t in tasks.TASKS.values()}
         if model_dir is not None:
             task = read_metadata(model_dir).task
@@ -154,7 +155,7 @@ class Triage:
         if task not in self._predictors:
             from radtriage.serving import load_predictor
 
-            self._predictors[task] = load_predictor(self._dirs[task], self.backend)
+            self._predictors[task] = load_predictor(self._dirs[task], self.backend, self.explain)
         return self._predictors[task]
 
     def model_dir(self, task: str) -> Path:

@@ -9,6 +9,7 @@ Modules:
     report     CSV / JSON / one-page PNG report (matplotlib)
     views      the Streamlit rendering of results, Grad-CAM, DICOM tags and downloads
 
-Nothing here imports TensorFlow: models are reached only through :mod:`radtriage.inference`,
-imported lazily so the page renders before the model has loaded.
+Nothing here imports TensorFlow: models are reached through :func:`radtriage.serving.load_predictor`
+(the LiteRT export with its Grad-CAM graph; TensorFlow only for a model without one, imported lazily
+so the page renders before the model has loaded).
 """

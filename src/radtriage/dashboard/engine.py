@@ -5,8 +5,10 @@ re-executes the whole script on every widget change. Without caches each rerun r
 the Grad-CAM functional model and its ``tf.function`` (a fresh trace: ~1 s), re-decoded the file and
 recomputed the heatmap even when only the opacity slider moved. Here:
 
-* :func:`get_model` - one :class:`radtriage.inference.Predictor` per model folder and server process
-  (``st.cache_resource``, shared by every session); its compiled functions are traced once.
+* :func:`get_model` - one predictor per model folder and server process (``st.cache_resource``,
+  shared by every session): the verified LiteRT export with its Grad-CAM graph when the model has
+  one (:func:`radtriage.serving.load_predictor` with ``explain``: no TensorFlow in the server at all,
+  a model loads in well under a second), else Keras, whose compiled functions are traced once.
 * :func:`decode` - one decoded radiograph per file content (SHA-256), shared, bounded in number. The
   model input is made from that same decode (:func:`radtriage.preprocess.model_input`); only a large
   JPEG 2000 DICOM, whose display decode is at a finer resolution level than the model's, is decoded
@@ -17,18 +19,19 @@ recomputed the heatmap even when only the opacity slider moved. Here:
   moving a slider costs a dictionary look-up. One graph call gives the probabilities, the OOD
   features and a heatmap; a heatmap that would not be drawn (no flagged class) is not computed.
   A study's verdict is the contract's mean of its images' probabilities.
-* :func:`warm_up` - TensorFlow, the models and their traced graphs load in a background thread
-  from the first page render on, so the first upload after a server start does not wait for them.
+* :func:`warm_up` - the models (and TensorFlow with traced graphs, for a Keras-only model) load in a
+  background thread from the first page render on, so the first upload after a server start does
+  not wait for them.
 * The opacity slider only re-blends (:func:`radtriage.dashboard.imaging.blend`), inside a fragment.
-* Streamlit calls ``keras.backend.clear_session()`` after *every* script run once Keras is imported
+* With a Keras model: Streamlit calls ``keras.backend.clear_session()`` after *every* script run once Keras is imported
   (``_clean_problem_modules`` in its script runner, meant for apps that build models per run). With
   TensorFlow loaded that is a full ``gc.collect()`` (~0.8 s) plus a cleared kernel cache, on every
   rerun: the main part of the measured ~1 s. :func:`_skip_streamlit_clear_session` makes that one
   caller a no-op (models here are built once per process); every other caller is unaffected.
   ``runner.postScriptGC = false`` in .streamlit/config.toml removes the second full collection.
 
-TensorFlow is reached only through :mod:`radtriage.inference`, imported lazily on first model load
-so the page renders before TensorFlow has loaded.
+TensorFlow is reached only through :mod:`radtriage.inference` (a model without a LiteRT Grad-CAM
+export), imported lazily on first model load so the page renders before TensorFlow has loaded.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from radtriage.anatomy import GATE_FOLDER, AnatomyGate, AnatomyVerdict
 from radtriage.artifact import METADATA_FILE, MODEL_FILE, ArtifactError, ModelMetadata
 from radtriage.dashboard import imaging, settings
 from radtriage.dashboard.tables import ModelFacts, model_facts
+from radtriage.heatmap import heatmap_for_original
 from radtriage.model_card import CARD_FILE
 from radtriage.predictor import Prediction
 from radtriage.preprocess import PreprocessConfig, content_box, model_input
@@ -71,7 +75,8 @@ class Model:
     Attributes:
         task: the model's task (:mod:`radtriage.tasks`); its folder is ``task.model_folder``.
         key: cache key: the folder and its files' modification times (a new model = new key).
-        predictor: :class:`radtriage.inference.Predictor` (never pickled: resource-cached).
+        predictor: a :class:`radtriage.predictor.BasePredictor` that draws Grad-CAM (LiteRT or Keras;
+            never pickled: resource-cached).
         facts: the metadata read for display (:class:`ModelFacts`).
         preprocess: the model's own preprocessing parameters.
         card: MODEL_CARD.md text, or None when absent.
@@ -169,6 +174,8 @@ def _skip_streamlit_clear_session() -> None:
     """Make Streamlit's post-run ``keras.backend.clear_session()`` a no-op (see the module doc)."""
     import sys
 
+    if "keras" not in sys.modules:  # a LiteRT model: Streamlit has nothing to clear
+        return
     backend = sys.modules["keras"].backend
     real = backend.clear_session
     if getattr(real, "_radtriage_wrapped", False):
@@ -184,18 +191,19 @@ def _skip_streamlit_clear_session() -> None:
 
 
 def _build(folder: str, key: str, keep: bool = False) -> Any:
-    """A Predictor with its graph traced (a first call on zeros, so no upload pays for the tracing).
+    """A predictor that draws Grad-CAM, its graph run once on zeros (so no upload pays for the
+    tracing or the interpreter's first allocation).
 
     One build at a time. One built ahead by :func:`warm_up` (``keep``) is handed over once to
     :func:`_load`'s cache instead of being built again.
     """
-    from radtriage import inference  # deferred: TensorFlow loads here, after the first render
+    from radtriage.serving import load_predictor  # deferred: a Keras-only model loads TensorFlow here
 
     with _BUILD_LOCK:
         if (folder, key) in _WARMED:
             return _WARMED.pop((folder, key))
+        predictor = load_predictor(folder, explain=True)
         _skip_streamlit_clear_session()
-        predictor = inference.Predictor.from_dir(folder)
         predictor.predict_and_explain(np.zeros(predictor.input_shape, np.float32))
         _BUILT.add((folder, key))
         if keep:
@@ -205,7 +213,7 @@ def _build(folder: str, key: str, keep: bool = False) -> Any:
 
 @st.cache_resource(show_spinner=False, max_entries=4)
 def _load(folder: str, key: str) -> Any:
-    """The Predictor for a model folder, once per server process (``key`` invalidates on change)."""
+    """The predictor of a model folder, once per server process (``key`` invalidates on change)."""
     return _build(folder, key)
 
 
@@ -235,10 +243,10 @@ def _warm_up(model_dir: str) -> threading.Thread:
 
 
 def warm_up() -> None:
-    """Load TensorFlow and every installed model in the background, once per server process.
+    """Load every installed model in the background, once per server process.
 
-    Called at the top of the first run, so TensorFlow's import (seconds), the model builds and the
-    graph tracing overlap the first page render and the user's choice of a file instead of
+    Called at the top of the first run, so the model loads (for a Keras-only model also TensorFlow's
+    import, seconds, and the graph tracing) overlap the first page render and the user's choice of a file instead of
     following the first upload. :func:`get_model` then finds the model cached, or waits for the
     load under way (the cache computes one value at a time).
     """
@@ -316,7 +324,7 @@ def decode(name: str, data: bytes, digest: str | None = None) -> Decoded | Failu
 
 # --- model outputs --------------------------------------------------------------------------
 def _explain(predictor: Any, x: np.ndarray, class_index: int | None) -> Any:
-    """One compiled call: the :class:`radtriage.inference.Explanation` (prediction, explained class,
+    """One compiled call: the :class:`radtriage.predictor.Explanation` (prediction, explained class,
     heatmap (S, S) float32, OOD ratio), its ``degenerate`` also true for a flat or non-finite map."""
     out = predictor.predict_and_explain(x, class_index=class_index)
     heat = np.asarray(out.heatmap, dtype=np.float32)
@@ -381,8 +389,6 @@ def heatmap(model: Model, decoded: Decoded, exam: Examination, class_index: int)
 @st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
 def _display_heat(model_key: str, digest: str, class_index: int, _heat: np.ndarray, _model: Model,
                   _decoded: Decoded) -> tuple[np.ndarray, np.ndarray]:
-    from radtriage.gradcam import heatmap_for_original  # TensorFlow is loaded by now (model loaded)
-
     heat = heatmap_for_original(_heat, _decoded.display.shape, _model.preprocess)
     return heat, imaging.colorize(heat, settings.HEATMAP_CMAP)
 
@@ -424,7 +430,7 @@ def verdict(gate: AnatomyGate | None, decoded: Decoded) -> AnatomyVerdict | None
 def ood_ratio(model: Model, decoded: Decoded, exam: Examination) -> float | None:
     """The image's distance to the model's training images / its threshold (None: the model has no OOD score).
 
-    Computed in the examination's graph call (:meth:`radtriage.inference.Predictor.predict_and_explain`).
+    Computed in the examination's graph call (:meth:`radtriage.predictor.BasePredictor.predict_and_explain`).
     """
     return exam.ood_ratio
 

@@ -8,8 +8,9 @@ findings. The verdicts then follow the task registry's unit: one per image for t
 per study for the upper-limb model (the mean of the study's shown images,
 :func:`radtriage.contract.study_mean`), and the Grad-CAM overlay of the top flagged finding.
 
-Models run on the Keras backend: the overlay needs Grad-CAM's gradients, which only Keras has, and
-one loaded model then serves both. They are loaded once per process (:func:`predictor`).
+Models must draw Grad-CAM for the overlay: the verified LiteRT export with its Grad-CAM graph when the
+model has one (no TensorFlow), else Keras (:func:`radtriage.serving.load_predictor` with ``explain``);
+one loaded model serves probabilities and heatmaps. They are loaded once per process (:func:`predictor`).
 """
 
 from __future__ import annotations
@@ -103,16 +104,16 @@ def _folder(task: str) -> Path:
 @functools.lru_cache(maxsize=2)
 def _triage_at(model_root: str) -> triage.Triage:
     # keyed by the model root: the Triage reads locations.model_dir() when made, so a new root is a new one
-    return triage.Triage(backend="keras")
+    return triage.Triage(explain=True)
 
 
 def gate() -> triage.Triage:
-    """The triage (anatomy gate + models on Keras) of the models under :func:`locations.model_dir`, made once."""
+    """The triage (anatomy gate + models that draw Grad-CAM) of the models under :func:`locations.model_dir`, made once."""
     return _triage_at(str(locations.model_dir()))
 
 
 def predictor(task: str) -> Any:
-    """The Keras predictor of ``task``'s model (:meth:`radtriage.triage.Triage.predictor`), loaded once.
+    """The predictor of ``task``'s model (:meth:`radtriage.triage.Triage.predictor`), loaded once.
 
     Raises:
         ArtifactError: the model cannot be used (one sentence).
@@ -206,7 +207,7 @@ def _overlay_target(reads: Sequence[ImageRead]) -> tuple[int, str, float] | None
 
 def _overlay_rgb(data: bytes, task: str, model_input: np.ndarray, class_name: str) -> np.ndarray | None:
     """Grad-CAM of ``class_name`` blended over the image's pixels, or None when the heatmap is degenerate."""
-    from radtriage.gradcam import heatmap_for_original, overlay
+    from radtriage.heatmap import heatmap_for_original, overlay
 
     model = predictor(task)
     explanation = model.predict_and_explain(model_input, class_name)
