@@ -83,6 +83,19 @@ def test_a_heatmap_explains_the_top_flagged_class_and_only_a_flagged_one() -> No
         contract.heatmap_class(classes[:3], probs, thresholds)
 
 
+def test_a_heatmap_explains_a_named_finding_before_any_finding() -> None:
+    classes = ["Cardiomegaly", "Pleural effusion", labels.ANY_FINDING]
+    thresholds = np.array([0.5, 0.5, 0.5])
+    probs = np.array([0.6, 0.2, 0.9])  # "Any finding" is the most probable flagged output
+    assert contract.heatmap_class(classes, probs, thresholds) == 0
+    assert contract.default_class(probs, thresholds, classes=classes) == 0
+    assert contract.default_class(probs, thresholds) == 2  # without names nothing is told apart
+    assert contract.heatmap_class(classes, probs, thresholds, requested=2) == 2  # asked for and flagged
+    only_summary = np.array([0.3, 0.2, 0.9])
+    assert contract.heatmap_class(classes, only_summary, thresholds) == 2  # the only flag is explained
+    assert contract.default_class(only_summary, thresholds, classes=classes) == 2
+
+
 def test_heatmap_note_says_why_no_heatmap_is_drawn_in_one_sentence() -> None:
     classes = ["a", "b"]
     probs, thresholds = np.array([0.8, 0.001]), np.array([0.5, 0.5])

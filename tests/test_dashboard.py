@@ -559,6 +559,9 @@ def test_report_explains_the_top_flagged_class_whatever_is_selected(app: AppTest
             name = model.facts.classes[index]
             assert panel.caption.startswith(f"Heatmap: {name} (p = {exam.probs[index]:.2f}")
             assert made.facts["Heatmap"].startswith(f"explains {name} (p = ")
+            # the opacity chosen on screen is the report's: none shows the radiograph itself
+            clear = views.chest_report(model, decoded, exam, table, "", None, opacity=0.0).panels[0].overlay
+            assert np.array_equal(clear[..., 0], decoded.display) and not np.array_equal(clear, panel.overlay)
         assert made.statement == model.facts.headline and made.table["Reliable"].all()
 
 

@@ -86,23 +86,34 @@ def flagged(classes: Sequence[str], probabilities: np.ndarray, thresholds: np.nd
 
 
 def default_class(probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float],
-                  flaggable: np.ndarray | Sequence[bool] | None = None) -> int:
-    """The class shown (and explained) first: the most probable flagged class, else the most probable
+                  flaggable: np.ndarray | Sequence[bool] | None = None, classes: Sequence[str] | None = None) -> int:
+    """The class shown (and explained) first: the most probable flagged class (a specific finding
+    before the summary class "Any finding", as in :func:`heatmap_class`), else the most probable
     class that may be flagged, else the most probable.
 
     Args:
         probabilities: (C,) in [0, 1].
         thresholds: (C,) in [0, 1].
         flaggable: (C,) bool, as in :func:`flags`.
+        classes: the C class names (None: no summary class is told apart).
 
     Returns:
         Its index in [0, C).
     """
     p = np.asarray(probabilities, np.float64).reshape(-1)
     may = np.ones(len(p), bool) if flaggable is None else np.asarray(flaggable, bool)
-    # flagged classes outrank the others that may be flagged, which outrank the rest
-    ranked = np.where(flags(p, thresholds, may), p + 4.0, np.where(may, p + 2.0, p))
+    on = flags(p, thresholds, may)
+    specific = on & ~_summary(classes, len(p))
+    # flagged findings outrank a flagged summary, which outranks the others that may be flagged, then the rest
+    ranked = np.where(specific, p + 6.0, np.where(on, p + 4.0, np.where(may, p + 2.0, p)))
     return int(np.argmax(ranked))
+
+
+def _summary(classes: Sequence[str] | None, n: int) -> np.ndarray:
+    """(n,) bool: the summary output ("Any finding"), which a heatmap explains only when no finding is flagged."""
+    if classes is None:
+        return np.zeros(n, bool)
+    return np.array([c == labels.ANY_FINDING for c in classes], bool)
 
 
 def study_mean(probabilities: np.ndarray) -> np.ndarray:
@@ -161,8 +172,10 @@ def heatmap_class(classes: Sequence[str], probabilities: np.ndarray, thresholds:
 
     A heatmap explains a flag: Grad-CAM normalises every map to [0, 1], so a class at p = 0.00 gets
     as vivid a map as a flagged one, and drawing it would suggest evidence the model did not find.
-    The rule: the most probable flagged class (:func:`flags`); a ``requested`` class only when it is
-    flagged itself; None when no class (or not the requested one) is flagged.
+    The rule: the most probable flagged finding (:func:`flags`), the summary class "Any finding" only
+    when no finding is flagged (a map of "some finding" says less than the finding's own); a
+    ``requested`` class only when it is flagged itself; None when no class (or not the requested
+    one) is flagged.
 
     Args:
         classes: the C class names in output order.
@@ -183,7 +196,9 @@ def heatmap_class(classes: Sequence[str], probabilities: np.ndarray, thresholds:
     on = flags(p, thresholds, flaggable)
     if requested is not None:
         return int(requested) if on[int(requested)] else None
-    return int(np.argmax(np.where(on, p, -1.0))) if on.any() else None
+    specific = on & ~_summary(classes, len(p))
+    pick = specific if specific.any() else on  # a named finding says more than "Any finding"
+    return int(np.argmax(np.where(pick, p, -1.0))) if pick.any() else None
 
 
 def heatmap_note(classes: Sequence[str], probabilities: np.ndarray, thresholds: np.ndarray | Sequence[float],

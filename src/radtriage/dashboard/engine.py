@@ -354,7 +354,7 @@ def _examine(model_key: str, digest: str, _model: Model, _decoded: Decoded) -> E
     # class AND is flagged: an unflagged class's heatmap is never drawn (contract.heatmap_class).
     out = _explain(_model.predictor, x, None)
     facts = _model.facts
-    first = contract.default_class(out.prediction.vector(), facts.thresholds, facts.flaggable)
+    first = contract.default_class(out.prediction.vector(), facts.thresholds, facts.flaggable, facts.classes)
     heat, degenerate = out.heatmap, out.degenerate
     if out.class_index != first:
         drawn = contract.heatmap_class(facts.classes, out.prediction.vector(), facts.thresholds, facts.flaggable)

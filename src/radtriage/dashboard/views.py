@@ -158,9 +158,12 @@ def gradcam_panel(model: engine.Model, decoded: engine.Decoded, exam: engine.Exa
     st.subheader("Grad-CAM")
     classes = list(model.facts.classes)
     flagged = table.loc[table["Flagged"], "Finding"].tolist()  # most probable first
+    default = contract.heatmap_class(classes, exam.probs, model.facts.thresholds, model.facts.flaggable)
     requested = None
     if flagged:
-        name = st.selectbox("Explain class", flagged, index=0, key=f"cam_class_{decoded.digest}",
+        first = classes[default] if default is not None and classes[default] in flagged else flagged[0]
+        name = st.selectbox("Explain class", flagged, index=flagged.index(first),
+                            key=f"cam_class_{decoded.digest}",
                             help="Only flagged findings have a heatmap: it shows where the evidence for a flag "
                                  "lies. Default: the most probable flagged finding.")
         requested = classes.index(name)
@@ -175,7 +178,7 @@ def gradcam_panel(model: engine.Model, decoded: engine.Decoded, exam: engine.Exa
     else:
         st.image(overlay, caption=f"Grad-CAM: {classes[index]} (p = {exam.probs[index]:.2f}) — {decoded.name}",
                  width="stretch", output_format="JPEG")
-    report_download(lambda: chest_report(model, decoded, exam, table, summary, example),
+    report_download(lambda: chest_report(model, decoded, exam, table, summary, example, opacity),
                     key=f"report_{decoded.digest}", names=[decoded.name])
 
 
@@ -201,18 +204,19 @@ def explained(model: engine.Model, decoded: engine.Decoded, exam: engine.Examina
 
 
 def report_panel(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination,
-                 name: str | None = None) -> report.ImagePanel:
-    """An image of a report with the heatmap of its default class (never the one selected on screen)."""
-    index, overlay, note = explained(model, decoded, exam, settings.DEFAULT_OPACITY)
+                 name: str | None = None, opacity: float = settings.DEFAULT_OPACITY) -> report.ImagePanel:
+    """An image of a report with the heatmap of its default class (never the one selected on screen),
+    at the opacity chosen on screen."""
+    index, overlay, note = explained(model, decoded, exam, opacity)
     caption = "No heatmap" if index is None else (
         f"Heatmap: {model.facts.classes[index]} (p = {exam.probs[index]:.2f} ≥ {model.facts.thresholds[index]:.2f})")
     return report.ImagePanel(name or decoded.name, decoded.display, overlay, caption, note)
 
 
 def chest_report(model: engine.Model, decoded: engine.Decoded, exam: engine.Examination, table: pd.DataFrame,
-                 summary: str, example: Example | None) -> report.Report:
+                 summary: str, example: Example | None, opacity: float = settings.DEFAULT_OPACITY) -> report.Report:
     """The one-page report of a chest image: its heatmap explains the most probable flagged finding."""
-    panel = report_panel(model, decoded, exam)
+    panel = report_panel(model, decoded, exam, opacity=opacity)
     facts = {"Model": model.facts.name, "File": decoded.name, "Heatmap": heatmap_fact(panel)}
     apart = table[~table["Reliable"]]
     if not apart.empty:
@@ -277,13 +281,13 @@ def study_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: 
     extra = {"study_type": study_type or "not given", "study_probability": probability, "study_verdict": verdict,
              "threshold": threshold}
     data_downloads(model, list(decoded), table, summary, example, key=key, extra=extra)
-    report_download(lambda: study_report(model, decoded, exams, names, table, summary, study_type, example),
+    report_download(lambda: study_report(model, decoded, exams, names, table, summary, study_type, example, opacity),
                     key=f"report_{key}", names=[d.name for d in decoded])
 
 
 def study_report(model: engine.Model, decoded: Sequence[engine.Decoded], exams: Sequence[engine.Examination],
                  names: Sequence[str], table: pd.DataFrame, summary: str, study_type: str | None,
-                 example: Example | None) -> report.Report:
+                 example: Example | None, opacity: float = settings.DEFAULT_OPACITY) -> report.Report:
     """The one-page report of a study: each image's own heatmap, and the study mean against the threshold."""
     probability = float(np.mean([e.probs[0] for e in exams]))
     threshold = model.facts.thresholds[0]
@@ -296,7 +300,7 @@ def study_report(model: engine.Model, decoded: Sequence[engine.Decoded], exams: 
         facts["Why Normal"] = note
     if example is not None:
         facts["Ground truth"] = example.truth_text()
-    panels = [report_panel(model, d, e, name) for d, e, name in zip(decoded, exams, names)]
+    panels = [report_panel(model, d, e, name, opacity) for d, e, name in zip(decoded, exams, names)]
     return report.Report("Upper-limb study — research triage report", panels, bars, summary,
                          model.facts.headline, facts, threshold=threshold)
 
