@@ -40,9 +40,10 @@ gate = engine.get_gate()
 verdicts = [engine.verdict(gate, d) for d in decoded]
 task = inputs.choose_model(decoded, verdicts, example)
 force = inputs.override_checks(example)
-preview = st.empty()  # each image at once, while the model loads and runs
-with preview.container():
-    checks.previews(decoded, verdicts)
+preview = st.empty()  # each image at once where its results cannot follow at once
+if task is None or len(decoded) > 1 or not engine.model_loaded(task):
+    with preview.container():
+        checks.previews(decoded, verdicts)
 if task is None:
     st.stop()
 try:

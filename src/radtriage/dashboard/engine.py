@@ -253,6 +253,13 @@ def warm_up() -> None:
     _warm_up(str(locations.model_dir()))
 
 
+def model_loaded(task: tasks.Task) -> bool:
+    """True when ``task``'s model is loaded in this process (built for a session or by :func:`warm_up`),
+    so its results follow an upload within a fraction of a second."""
+    folder = _installed(task)
+    return folder is not None and (str(folder), _stamp(folder)) in _BUILT
+
+
 def get_model(task: tasks.Task) -> Model:
     """The model of ``task`` in ``<model dir>/<task.model_folder>``, loaded once per server process.
 

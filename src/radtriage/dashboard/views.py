@@ -109,6 +109,8 @@ def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Exam
     apart = findings[~findings["Reliable"]]
     summary = tables.summary_sentence(everything[everything["Reliable"]])
     left, right = st.columns([1, 1], gap="large")
+    with left:  # first: the image is what the reader looks at, and the browser draws it before the chart
+        gradcam_panel(model, decoded, exam, everything, summary, example)
     with right:
         st.subheader("Findings")
         for _, row in overall.iterrows():
@@ -127,8 +129,6 @@ def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Exam
             st.caption("Not reliable, never flagged (no real training labels, or no better than chance on the "
                        "validation images): " + "; ".join(f"{r.Finding} {r.Probability:.2f} ({r.Provenance})"
                                                         for r in apart.itertuples()) + ".")
-    with left:
-        gradcam_panel(model, decoded, exam, everything, summary, example)
     model_statement(model)
     st.dataframe(
         chest_table(everything, example),
@@ -336,11 +336,11 @@ def data_downloads(model: engine.Model, decoded: Sequence[engine.Decoded], table
     if example is not None:
         payload["ground_truth"] = {"source": "synthetic phantom", "findings": list(example.findings),
                                    "label": example.label}
-    c1, c2 = st.columns(2)
-    c1.download_button("Results (CSV)", report.results_csv(table, context),
+    c1, c2 = st.columns(2)  # the files are written when clicked, not on every run
+    c1.download_button("Results (CSV)", lambda: report.results_csv(table, context),
                        file_name=report.download_name(names, "results", "csv"),
                        mime="text/csv", key=f"csv_{key}", on_click="ignore", width="stretch")
-    c2.download_button("Results (JSON)", report.results_json(payload),
+    c2.download_button("Results (JSON)", lambda: report.results_json(payload),
                        file_name=report.download_name(names, "results", "json"),
                        mime="application/json", key=f"json_{key}", on_click="ignore", width="stretch")
 
