@@ -4,6 +4,7 @@ Run locally with ``bash scripts/dashboard.sh``; deploys as is on Streamlit Commu
 (app.py + requirements.txt at the root). Research use only, not a medical device.
 """
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from radtriage import locations  # noqa: E402
 from radtriage.dashboard import checks, engine, inputs, pacs_source, settings, views  # noqa: E402
 
 st.set_page_config(page_title="radtriage", page_icon="🩻", layout="wide")
-engine.warm_up()  # TensorFlow and the models load in the background while the page renders
+engine.warm_up()  # the models load in the background while the page renders
 views.header()
 
 examples = inputs.load_examples(str(locations.examples_dir()))
@@ -52,7 +53,7 @@ except engine.ModelUnavailable as err:
     views.model_missing(str(err))
     st.stop()
 
-with st.spinner("Analysing…"):
+with st.spinner("Analysing…") if len(decoded) > 1 else contextlib.nullcontext():  # one image: ~0.05 s
     exams = [engine.examine(model, d) for d in decoded]
     found = [checks.check(task, d, v, engine.ood_ratio(model, d, e), force)
              for d, v, e in zip(decoded, verdicts, exams)]

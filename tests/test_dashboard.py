@@ -446,6 +446,18 @@ def test_the_dashboard_draws_the_litert_heatmap_and_falls_back_to_keras_without_
     assert np.abs(heat_a - heat_b).max() <= 1e-3
 
 
+def test_the_model_card_is_sent_only_when_asked_for(app: AppTest, model_dir: Path) -> None:
+    app.selectbox(key="example").set_value("chest_03_pleural_effusion")
+    app.run()
+    card = (model_dir / "chest" / "MODEL_CARD.md").read_text()
+    heading = next(line for line in card.splitlines() if line.startswith("## "))
+    assert heading not in texts(app)  # not on the page (nor hidden in it) until asked for
+    next(b for b in app.button if b.label == "Model card").click()
+    app.run()
+    assert not app.exception
+    assert heading in texts(app) and any('"classes"' in c.value for c in app.code)
+
+
 def test_the_dashboard_never_imports_tensorflow_when_the_models_are_exported(model_dir: Path) -> None:
     """TensorFlow's import alone takes seconds: with the LiteRT exports the server never loads it."""
     import subprocess

@@ -242,6 +242,16 @@ def _warm_up(model_dir: str) -> threading.Thread:
     return thread
 
 
+@st.cache_resource(show_spinner=False)
+def _blas_on_one_thread() -> bool:
+    # NumPy's BLAS worker threads spin after each small product (the OOD score's 704 x 704 whitening)
+    # and took 15-90 ms of CPU per upload from the script and the browser on 2 cores; once per process
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1, user_api="blas")
+    return True
+
+
 def warm_up() -> None:
     """Load every installed model in the background, once per server process.
 
@@ -250,6 +260,7 @@ def warm_up() -> None:
     following the first upload. :func:`get_model` then finds the model cached, or waits for the
     load under way (the cache computes one value at a time).
     """
+    _blas_on_one_thread()
     _warm_up(str(locations.model_dir()))
 
 
@@ -393,11 +404,14 @@ def heatmap(model: Model, decoded: Decoded, exam: Examination, class_index: int)
     return _heatmap(model.key, decoded.digest, int(class_index), model, exam.x)
 
 
-@st.cache_data(show_spinner=False, max_entries=RESULT_CACHE_ENTRIES)
+@st.cache_resource(show_spinner=False, max_entries=DECODE_CACHE_ENTRIES, ttl=3600)
 def _display_heat(model_key: str, digest: str, class_index: int, _heat: np.ndarray, _model: Model,
                   _decoded: Decoded) -> tuple[np.ndarray, np.ndarray]:
+    # Resource cache, read-only: ~4 MB per image that a data cache would copy (pickle) on every rerun
     heat = heatmap_for_original(_heat, _decoded.display.shape, _model.preprocess)
-    return heat, imaging.colorize(heat, settings.HEATMAP_CMAP)
+    colours = imaging.colorize(heat, settings.HEATMAP_CMAP)
+    heat.flags.writeable = colours.flags.writeable = False
+    return heat, colours
 
 
 def display_heatmap(model: Model, decoded: Decoded, class_index: int, heat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

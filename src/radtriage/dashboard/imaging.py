@@ -11,7 +11,6 @@ from matplotlib import colormaps
 from PIL import Image
 
 
-
 def to_display(pixels: np.ndarray, max_side: int) -> np.ndarray:
     """Grayscale [0, 1] float image -> uint8 (H', W') with max(H', W') <= ``max_side``.
 
@@ -47,10 +46,8 @@ def blend(gray: np.ndarray, heat_rgb: np.ndarray, heatmap: np.ndarray, opacity: 
     Returns:
         uint8 RGB (H, W, 3).
     """
-    weight = (np.float32(opacity) * np.sqrt(heatmap, dtype=np.float32))[..., None]
-    base = gray.astype(np.float32)[..., None]  # broadcast over the colours, not repeated: ~2x faster
-    out = heat_rgb.astype(np.float32)
-    out -= base
-    out *= weight
-    out += base
-    return np.clip(out, 0, 255, out=out).astype(np.uint8)
+    weight = np.sqrt(heatmap, dtype=np.float32)
+    weight *= np.float32(255 * opacity)
+    mask = Image.fromarray(np.rint(weight, out=weight).astype(np.uint8))
+    # Pillow's composite: 1.6x faster than the same sum in NumPy float32 (within 1 grey level of it)
+    return np.asarray(Image.composite(Image.fromarray(heat_rgb), Image.fromarray(gray).convert("RGB"), mask))

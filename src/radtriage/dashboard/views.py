@@ -47,9 +47,20 @@ def model_missing(message: str) -> None:
 
 
 # --- what the model knows -------------------------------------------------------------------
-def model_statement(model: engine.Model) -> None:
+@st.dialog("Model card", width="large")
+def model_card_dialog(model: engine.Model) -> None:
+    """The model card and its metadata, written to the page only when asked for (a popover's content
+    is sent with every result, ~30 kB for the browser to lay out)."""
+    if model.card:
+        st.markdown(model.card)
+    else:
+        st.caption("This model folder has no MODEL_CARD.md; its metadata follows.")
+    st.code(engine.metadata_json(model), language="json")
+
+
+def model_statement(model: engine.Model, key: str) -> None:
     """The model's plain one-sentence statement of what it knows, with the technical detail and the
-    model card one click away."""
+    model card one click away (``key`` tells apart the buttons of several results)."""
     facts = model.facts
     col_text, col_card = st.columns([5, 1], vertical_alignment="center")
     with col_text:
@@ -59,12 +70,8 @@ def model_statement(model: engine.Model) -> None:
             st.info(facts.headline, icon=":material/info:")
         with st.expander("Technical detail: data, splits, thresholds, calibration"):
             st.markdown("\n".join(f"- {line}" for line in facts.details))
-    with col_card, st.popover("Model card", width="stretch"):
-        if model.card:
-            st.markdown(model.card)
-        else:
-            st.caption("This model folder has no MODEL_CARD.md; its metadata follows.")
-        st.code(engine.metadata_json(model), language="json")
+    if col_card.button("Model card", key=f"card_{key}", width="stretch"):
+        model_card_dialog(model)
 
 
 # --- chest ----------------------------------------------------------------------------------
@@ -129,7 +136,7 @@ def image_result(model: engine.Model, decoded: engine.Decoded, exam: engine.Exam
             st.caption("Not reliable, never flagged (no real training labels, or no better than chance on the "
                        "validation images): " + "; ".join(f"{r.Finding} {r.Probability:.2f} ({r.Provenance})"
                                                         for r in apart.itertuples()) + ".")
-    model_statement(model)
+    model_statement(model, decoded.digest)
     st.dataframe(
         chest_table(everything, example),
         hide_index=True,
@@ -255,7 +262,7 @@ def study_result(model: engine.Model, decoded: Sequence[engine.Decoded], exams: 
         summary, icon=":material/flag:" if verdict == "Abnormal" else ":material/check_circle:")
     if example is not None:
         st.info(example.truth_text(), icon=":material/target:")
-    model_statement(model)
+    model_statement(model, "study")
     names = tables.unique_names([d.name for d in decoded])  # MURA names every file image1.png
     table = tables.study_table(names, [e.prediction for e in exams])
     if note := tables.study_note(table, probability, threshold):
