@@ -269,13 +269,16 @@ def _table_and_chart(tables, views, exam, facts):
 
 
 # --- 2-4. in a real browser -------------------------------------------------------------------
+UPLOADER = '[data-testid="stFileUploader"] input[type="file"]'
+
+
 def give_file(page, name: str, data: bytes) -> None:
     """Hand a file to the page's uploader as a user picking it on disk does (a path, not a buffer sent
     through the DevTools protocol, which alone took up to 0.5 s for a few MB)."""
     path = Path(tempfile.gettempdir()) / "radtriage-bench" / name
     path.parent.mkdir(exist_ok=True)
     path.write_bytes(data)
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
+    page.locator(UPLOADER).set_input_files(str(path))
 
 
 WATCH = """marker => {
@@ -303,6 +306,7 @@ def upload_and_time(page, url: str, name: str, data: bytes, mime: str, marker: s
     the marker's text is in the DOM)."""
     page.goto(url, wait_until="domcontentloaded")
     page.get_by_text("Bundled examples").wait_for(timeout=120_000)
+    page.locator(UPLOADER).wait_for(state="attached", timeout=120_000)
     wait_until_idle(page, quiet_ms=300)  # the landing page's run is over: the upload starts a new one
     text = marker.format(name=name)
     page.evaluate(WATCH, text)
