@@ -269,6 +269,25 @@ def test_missing_model_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch:
     assert any("model is not installed" in e.value for e in at.error)
 
 
+def test_a_modified_gradcam_export_is_a_sentence_on_the_page(model_dir: Path, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import shutil
+
+    root = tmp_path / "tampered"
+    shutil.copytree(model_dir, root)
+    explain = root / "chest" / "explain.tflite"
+    data = bytearray(explain.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    explain.write_bytes(bytes(data))
+    monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(root))
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key="example").set_value("chest_01_normal")
+    at.run()
+    assert not at.exception
+    assert any("does not match the SHA-256 recorded in its metadata" in e.value for e in at.error)
+
+
 def test_report_download_button_and_report_content(app: AppTest) -> None:
     app.selectbox(key="example").set_value("chest_05_nodule_mass")
     app.run()

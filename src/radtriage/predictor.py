@@ -112,7 +112,8 @@ class Explanation:
 
 
 class BasePredictor:
-    """What the Keras and LiteRT predictors share: metadata, inputs, flags; subclasses give ``_logits``.
+    """What the Keras and LiteRT predictors share: metadata, inputs, flags, Grad-CAM's outcome;
+    subclasses give ``_forward`` (and ``_explain`` when they draw Grad-CAM).
 
     Args:
         metadata: the artifact's verified metadata.

@@ -292,7 +292,9 @@ def get_model(task: tasks.Task) -> Model:
         metadata = predictor.metadata
         facts = model_facts(metadata)
         config = predictor.preprocess_config
-    except Exception as err:  # noqa: BLE001 - any load failure becomes one sentence on the page
+    except ArtifactError as err:  # the artifact's own sentence: a modified, stale or missing file
+        raise ModelUnavailable(f"The {label} model in {folder} could not be loaded: {err}") from None
+    except Exception as err:  # noqa: BLE001 - any other load failure becomes one sentence on the page
         raise ModelUnavailable(
             f"The {label} model in {folder} could not be loaded ({type(err).__name__}); "
             "its files may be incomplete or from an incompatible version."
