@@ -259,14 +259,19 @@ def test_switch_gradcam_class_offers_flagged_classes_only_and_redraws(app: AppTe
         assert not any(c.startswith(f"Grad-CAM: {name} (") for c in image_captions(app))
 
 
-def test_missing_model_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(tmp_path))
+def page_errors_on_an_example(model_root: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The error messages the page shows when a chest example is opened with the models in ``model_root``."""
+    monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(model_root))
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.run()
     at.selectbox(key="example").set_value("chest_01_normal")
     at.run()
     assert not at.exception
-    assert any("model is not installed" in e.value for e in at.error)
+    return [e.value for e in at.error]
+
+
+def test_missing_model_is_a_message_not_a_traceback(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert any("model is not installed" in e for e in page_errors_on_an_example(tmp_path, monkeypatch))
 
 
 def test_a_modified_gradcam_export_is_a_sentence_on_the_page(model_dir: Path, tmp_path: Path,
@@ -279,13 +284,8 @@ def test_a_modified_gradcam_export_is_a_sentence_on_the_page(model_dir: Path, tm
     data = bytearray(explain.read_bytes())
     data[len(data) // 2] ^= 0xFF
     explain.write_bytes(bytes(data))
-    monkeypatch.setenv("RADTRIAGE_MODEL_DIR", str(root))
-    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
-    at.run()
-    at.selectbox(key="example").set_value("chest_01_normal")
-    at.run()
-    assert not at.exception
-    assert any("does not match the SHA-256 recorded in its metadata" in e.value for e in at.error)
+    errors = page_errors_on_an_example(root, monkeypatch)
+    assert any("does not match the SHA-256 recorded in its metadata" in e for e in errors)
 
 
 def test_report_download_button_and_report_content(app: AppTest) -> None:
